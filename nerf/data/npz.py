@@ -1,0 +1,123 @@
+"""Loader for the tiny_nerf_data.npz layout: `images` (N, H, W, 3|4), `poses` (N, 4, 4), `focal` scalar."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nerf.data.loader import area_downscale, check_background, check_downscale, check_limit, evenly_spaced
+from nerf.data.scene import Scene, Views
+from nerf.errors import NerfInputError
+
+TEST_FRACTION = 0.1
+"""The last 10% of the views (at least one) are held out as test, and reused as val."""
+
+
+def load_npz(
+    path: Path,
+    *,
+    downscale: int = 1,
+    background: Sequence[float] | None = None,
+    limit: int | None = None,
+    near: float = 2.0,
+    far: float = 6.0,
+) -> Scene:
+    """Load an npz scene.
+
+    images: (N, H, W, 3) or (N, H, W, 4) float in [0, 1] or uint8 in [0, 255]; RGBA is composited
+        on `background`. poses: (N, 4, 4) or (N, 3, 4) camera-to-world, OpenGL convention.
+        focal: scalar, pixels at the stored resolution.
+    downscale: positive integer; area-averages the images and divides the focal length by it.
+    background: RGB in [0, 1]. None means white for RGBA images, and black for RGB images, which
+        are already composited (tiny_nerf_data.npz renders lego on black).
+    limit: at most this many views per split, evenly spaced; None loads all.
+    near, far: ray bounds in scene units (tiny_nerf uses 2 and 6).
+    Split: the last max(1, N // 10) views are test (also val), the rest train; N >= 2.
+    """
+    path = Path(path)
+    downscale = check_downscale(downscale)
+    limit = check_limit(limit)
+    images, poses, focal = _read(path)
+
+    n, height, width, channels = images.shape
+    if n < 2:
+        raise NerfInputError(f"{str(path)!r} has {n} view(s); allowed: at least 2 (one train, one test)")
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / np.float32(255.0)
+    images = np.clip(images.astype(np.float32, copy=False), 0.0, 1.0)
+    if background is None:
+        background = (1.0, 1.0, 1.0) if channels == 4 else (0.0, 0.0, 0.0)
+    bg = check_background(background)
+
+    n_test = max(1, n // 10)
+    train_ids = np.arange(n - n_test)
+    test_ids = np.arange(n - n_test, n)
+    train_ids = train_ids[evenly_spaced(len(train_ids), limit)]
+    test_ids = test_ids[evenly_spaced(len(test_ids), limit)]
+
+    def views(ids: np.ndarray) -> Views:
+        rgb = images[ids, ..., :3]
+        if channels == 4:
+            alpha = images[ids, ..., 3:4]
+            rgb = rgb * alpha + np.asarray(bg, dtype=np.float32) * (np.float32(1.0) - alpha)
+        return Views(images=area_downscale(rgb, downscale), poses=poses[ids])
+
+    train, test = views(train_ids), views(test_ids)
+    return Scene(
+        name=path.stem,
+        train=train,
+        val=test,
+        test=test,
+        height=int(train.images.shape[1]),
+        width=int(train.images.shape[2]),
+        focal=focal / downscale,
+        near=float(near),
+        far=float(far),
+        background=bg,
+        ndc=False,
+    )
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    if not path.is_file():
+        raise NerfInputError(f"npz file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise NerfInputError(
+            f"{str(path)!r} is unreadable ({type(e).__name__}); "
+            "allowed: an npz with images, poses and focal"
+        ) from e
+    missing = [k for k in ("images", "poses", "focal") if k not in arrays]
+    if missing:
+        raise NerfInputError(
+            f"{str(path)!r} lacks {', '.join(missing)}; "
+            "allowed: an npz with images, poses and focal"
+        )
+    images, poses, focal = arrays["images"], arrays["poses"], arrays["focal"]
+
+    if images.ndim != 4 or images.shape[-1] not in (3, 4) or not np.issubdtype(images.dtype, np.number):
+        raise NerfInputError(
+            f"{str(path)!r} has images of shape {images.shape}; "
+            "allowed: (N, H, W, 3) or (N, H, W, 4)"
+        )
+    n = images.shape[0]
+    numeric = np.issubdtype(poses.dtype, np.number)
+    if not numeric or poses.shape not in ((n, 4, 4), (n, 3, 4)) or not np.all(np.isfinite(poses)):
+        raise NerfInputError(
+            f"{str(path)!r} has poses of shape {poses.shape}; "
+            f"allowed: ({n}, 4, 4) or ({n}, 3, 4), finite, one per image"
+        )
+    if poses.shape[1] == 3:
+        poses = np.concatenate([poses, np.broadcast_to([[[0.0, 0.0, 0.0, 1.0]]], (n, 1, 4))], axis=1)
+    numeric = np.issubdtype(focal.dtype, np.number) and np.size(focal) == 1
+    if not numeric or not np.isfinite(focal).all() or float(np.ravel(focal)[0]) <= 0:
+        raise NerfInputError(
+            f"{str(path)!r} has focal {np.ravel(focal)[:3].tolist()!r}; "
+            "allowed: one positive number (pixels)"
+        )
+    return images, poses.astype(np.float32), float(np.ravel(focal)[0])

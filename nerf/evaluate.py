@@ -1,0 +1,136 @@
+"""Test-view rendering and image metrics (PSNR as the mean of per-view values, MAX=1; SSIM)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from nerf.data.scene import Scene
+from nerf.device import autocast, resolve_device, resolve_precision
+from nerf.model import NeRFMLP
+from nerf.rays import view_rays
+from nerf.render import RenderConfig, render_rays
+from nerf.train import to_tensor
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "test"
+    """Split whose views are rendered and scored."""
+    max_views: int | None = 8
+    """Score this many views, evenly spaced over the split (None: all of them). Rendering all 200 lego
+    test views costs more than training on a CPU, so the default is a stated subset."""
+    save_renders: int = 4
+    """How many of the scored views to write as PNG (prediction beside ground truth)."""
+
+
+@dataclass
+class EvalResult:
+    psnr: float
+    """Mean over views of per-view PSNR (dB)."""
+    ssim: float
+    """Mean over views of per-view SSIM."""
+    view_indices: list[int]
+    per_view_psnr: list[float]
+    per_view_ssim: list[float]
+    seconds: float
+    rays_per_s: float
+    images: list[np.ndarray] = field(default_factory=list, repr=False)
+    """Rendered (H, W, 3) float32 images, in view_indices order."""
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> float:
+    mse = float(np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2))
+    return -10.0 * math.log10(max(mse, 1e-12))
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, *, window: int = 11, sigma: float = 1.5) -> float:
+    """SSIM (Wang et al. 2004) of two (H, W, 3) images in [0, 1]: Gaussian window, valid region, mean
+    over channels. Images smaller than the window use a window of the image's smaller side."""
+    x = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float64)).permute(2, 0, 1)[:, None]
+    y = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float64)).permute(2, 0, 1)[:, None]
+    window = min(window, x.shape[-1], x.shape[-2])
+    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :])[None, None]
+    blur = lambda z: F.conv2d(z, kernel)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    return float(s.mean())
+
+
+def pick_views(n: int, max_views: int | None) -> list[int]:
+    if max_views is None or max_views >= n:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max_views)})
+
+
+@torch.inference_mode()
+def render_view(model: NeRFMLP, scene: Scene, pose: np.ndarray, *, render: RenderConfig,
+                device: torch.device, precision: str, fine_model: NeRFMLP | None = None) -> np.ndarray:
+    """Render one camera of the scene: (H, W, 3) float32, deterministic (no jitter)."""
+    origins, dirs, viewdirs = (to_tensor(a, device) for a in view_rays(scene, pose))
+    bg = torch.tensor(scene.background, dtype=torch.float32, device=device)
+    chunks = []
+    for s in range(0, origins.shape[0], render.chunk_rays):
+        sl = slice(s, s + render.chunk_rays)
+        with autocast(device, precision):  # type: ignore[arg-type]
+            out = render_rays(model, origins[sl], dirs[sl], viewdirs[sl], near=scene.near,
+                              far=scene.far, config=render, background=bg, perturb=False,
+                              fine_model=fine_model)
+        chunks.append(out.rgb.float().clamp(0, 1).cpu())
+    return torch.cat(chunks).reshape(scene.height, scene.width, 3).numpy()
+
+
+def evaluate(model: NeRFMLP, scene: Scene, *, render: RenderConfig, config: EvalConfig = EvalConfig(),
+             device: str = "auto", precision: str = "auto",
+             fine_model: NeRFMLP | None = None) -> EvalResult:
+    import time
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    views = scene.split(config.split)
+    indices = pick_views(len(views), config.max_views)
+    models = [m for m in (model, fine_model) if m is not None]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.to(dev).eval()
+    start = time.perf_counter()
+    images, psnrs, ssims = [], [], []
+    for i in indices:
+        img = render_view(model, scene, views.poses[i], render=render, device=dev, precision=prec,
+                          fine_model=fine_model)
+        images.append(img)
+        psnrs.append(psnr(img, views.images[i]))
+        ssims.append(ssim(img, views.images[i]))
+    seconds = time.perf_counter() - start
+    for m, t in zip(models, was_training):
+        m.train(t)
+    return EvalResult(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), view_indices=indices,
+                      per_view_psnr=psnrs, per_view_ssim=ssims, seconds=seconds,
+                      rays_per_s=len(indices) * scene.height * scene.width / max(seconds, 1e-9),
+                      images=images)
+
+
+def save_renders(result: EvalResult, scene: Scene, out_dir: Path, *, split: str = "test",
+                 count: int = 4) -> list[Path]:
+    """Write prediction | ground truth side by side as PNG for the first `count` scored views."""
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gts = scene.split(split).images
+    paths = []
+    for idx, img in list(zip(result.view_indices, result.images))[:count]:
+        pair = np.concatenate([img, gts[idx]], axis=1)
+        path = out_dir / f"{split}_{idx:03d}.png"
+        Image.fromarray((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,106 @@
+"""Sampling along rays and volume rendering (Mildenhall et al., Eq. 3), coarse and optional fine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from nerf.model import NeRFMLP
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    n_samples: int = 64
+    """Stratified samples per ray for the coarse network."""
+    n_importance: int = 0
+    """Extra samples per ray drawn from the coarse weights for the fine network (0: coarse only)."""
+    chunk_rays: int = 2048
+    """Rays per forward pass when rendering whole images (bounds memory, not results)."""
+
+
+@dataclass
+class RenderOutput:
+    rgb: torch.Tensor
+    """(R, 3) composited colour of the finest network run."""
+    acc: torch.Tensor
+    """(R,) accumulated opacity."""
+    depth: torch.Tensor
+    """(R,) expected ray parameter t of termination."""
+    rgb_coarse: torch.Tensor | None = None
+    """(R, 3) the coarse network's colour when a fine network ran too (it is supervised as well)."""
+
+
+def stratified_samples(near: float, far: float, n_rays: int, n_samples: int, *, perturb: bool,
+                       generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """(R, S) sample parameters t: one per equal bin of [near, far], jittered inside its bin if perturb."""
+    edges = torch.linspace(near, far, n_samples + 1, device=device)
+    lo, width = edges[:-1], (far - near) / n_samples
+    if not perturb:
+        return (lo + 0.5 * width).expand(n_rays, n_samples)
+    u = torch.rand(n_rays, n_samples, generator=generator, device=device)
+    return lo + u * width
+
+
+def composite(raw: torch.Tensor, t: torch.Tensor, dirs: torch.Tensor,
+              background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Volume-render raw network outputs (R, S, 4) at ray parameters t (R, S).
+
+    Returns rgb (R, 3) composited on `background`, weights (R, S), opacity (R,) and depth (R,).
+    The last interval is open-ended (1e10) as in the original, so a dense last sample is opaque.
+    """
+    raw = raw.float()
+    delta = torch.cat((t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)), dim=-1)
+    delta = delta * dirs.norm(dim=-1, keepdim=True)
+    optical_depth = F.relu(raw[..., 3]) * delta
+    # T_i = exp(-sum_{j<i} sigma_j delta_j): the exclusive cumulative sum, stable where a cumprod underflows
+    transmittance = torch.exp(-torch.cumsum(
+        torch.cat((torch.zeros_like(optical_depth[:, :1]), optical_depth[:, :-1]), dim=-1), dim=-1))
+    weights = transmittance * (1.0 - torch.exp(-optical_depth))
+    rgb = torch.sigmoid(raw[..., :3])
+    acc = weights.sum(-1)
+    rgb_map = (weights[..., None] * rgb).sum(-2) + (1.0 - acc[:, None]) * background
+    depth = (weights * t).sum(-1)
+    return rgb_map, weights, acc, depth
+
+
+def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, *, deterministic: bool,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """Draw n samples per ray (R, n) from the piecewise-constant pdf of `weights` over `bins` edges."""
+    weights = weights + 1e-5  # no empty pdf on rays that hit nothing
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat((torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)), -1)
+    if deterministic:
+        u = torch.linspace(0.0, 1.0, n, device=bins.device).expand(cdf.shape[0], n)
+    else:
+        u = torch.rand(cdf.shape[0], n, generator=generator, device=bins.device)
+    u = u.contiguous()
+    idx = torch.searchsorted(cdf, u, right=True)
+    below = (idx - 1).clamp(min=0)
+    above = idx.clamp(max=cdf.shape[-1] - 1)
+    cdf_lo, cdf_hi = cdf.gather(-1, below), cdf.gather(-1, above)
+    bin_lo, bin_hi = bins.gather(-1, below), bins.gather(-1, above)
+    denom = torch.where(cdf_hi - cdf_lo < 1e-5, torch.ones_like(cdf_lo), cdf_hi - cdf_lo)
+    return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
+
+
+def render_rays(model: NeRFMLP, origins: torch.Tensor, dirs: torch.Tensor, viewdirs: torch.Tensor, *,
+                near: float, far: float, config: RenderConfig, background: torch.Tensor, perturb: bool,
+                generator: torch.Generator | None = None,
+                fine_model: NeRFMLP | None = None) -> RenderOutput:
+    """Render a batch of rays (R, 3 each) with the coarse network and, if given, the fine network."""
+    t = stratified_samples(near, far, origins.shape[0], config.n_samples, perturb=perturb,
+                           generator=generator, device=origins.device)
+    points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
+    raw = model(points, viewdirs)
+    rgb, weights, acc, depth = composite(raw, t, dirs, background)
+    if fine_model is None or config.n_importance == 0:
+        return RenderOutput(rgb=rgb, acc=acc, depth=depth)
+    mids = 0.5 * (t[:, 1:] + t[:, :-1])
+    t_fine = sample_pdf(mids, weights[:, 1:-1].detach(), config.n_importance,
+                        deterministic=not perturb, generator=generator)
+    t_all, _ = torch.sort(torch.cat((t, t_fine.detach()), -1), -1)
+    points = origins[:, None, :] + t_all[..., None] * dirs[:, None, :]
+    rgb_f, _, acc_f, depth_f = composite(fine_model(points, viewdirs), t_all, dirs, background)
+    return RenderOutput(rgb=rgb_f, acc=acc_f, depth=depth_f, rgb_coarse=rgb)

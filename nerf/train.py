@@ -1,0 +1,161 @@
+"""The training loop: random rays from all training images each step, Adam, exponential lr decay."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nerf.device import autocast, resolve_device, resolve_precision, synchronize
+from nerf.errors import NerfInputError
+from nerf.model import NeRFMLP
+from nerf.rays import RaysTable
+from nerf.render import RenderConfig, render_rays
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 2000
+    """Optimiser steps."""
+    rays_per_step: int = 1024
+    """Rays drawn uniformly at random across all training images per step."""
+    lr: float = 5e-4
+    """Initial Adam learning rate (the original's)."""
+    lr_decay_iters: int = 250_000
+    """Iterations over which the learning rate falls tenfold (the original: 250k)."""
+    precrop_iters: int = 0
+    """Early steps that draw rays from the central half of each image only (helps on object scenes)."""
+    seed: int = 0
+    """Seeds ray sampling and sample jitter; model init is seeded by whoever builds the model."""
+    precision: str = "auto"
+    """auto | fp32 | bf16 | fp16: autocast dtype of the matrix products (auto: bf16 where native)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    threads: int | None = None
+    """CPU threads for torch (None: leave torch's default, e.g. what Ray set for a trial)."""
+    log_every: int = 25
+    """Steps between progress callbacks and loss-curve points."""
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise NerfInputError(f"iterations must be a positive integer, got {self.iterations}")
+        if self.rays_per_step < 1:
+            raise NerfInputError(f"rays per step must be a positive integer, got {self.rays_per_step}")
+        if not self.lr > 0:
+            raise NerfInputError(f"learning rate must be > 0, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise NerfInputError(f"threads must be a positive integer, got {self.threads}")
+
+
+@dataclass
+class StepStats:
+    iteration: int
+    loss: float
+    psnr: float
+    iters_per_s: float
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    train_seconds: float
+    """Wall seconds of the optimisation loop only (data upload and evaluation excluded)."""
+    precision: str
+    device: str
+    curve: list[dict] = field(default_factory=list)
+    """[{iteration, loss, psnr}] every log_every steps (training-batch PSNR)."""
+
+    @property
+    def seconds_per_1k(self) -> float:
+        return 1000.0 * self.train_seconds / self.iterations
+
+
+def mse_to_psnr(mse: float) -> float:
+    return -10.0 * math.log10(max(mse, 1e-12))
+
+
+def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    # Arrays shared through Ray's object store are read-only; we never write into them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).to(device)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    # eps=1e-7: TensorFlow's Adam default, which the original was trained with
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7)
+
+
+def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
+          background: tuple[float, float, float], render: RenderConfig, config: TrainConfig,
+          fine_model: NeRFMLP | None = None,
+          on_step: Callable[[StepStats], None] | None = None) -> TrainResult:
+    """Optimise `model` (and `fine_model`) in place on the rays table; returns timings and the curve."""
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    models = [m for m in (model, fine_model) if m is not None]
+    for m in models:
+        m.to(device).train()
+    params = [p for m in models for p in m.parameters()]
+    optimizer = make_optimizer(params, config.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    origins, dirs = to_tensor(rays.origins, device), to_tensor(rays.directions, device)
+    viewdirs, colors = to_tensor(rays.viewdirs, device), to_tensor(rays.colors, device)
+    center_idx = torch.nonzero(to_tensor(rays.center_mask, device)).squeeze(-1)
+    bg = torch.tensor(background, dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+
+    result = TrainResult(iterations=config.iterations, train_seconds=0.0, precision=precision,
+                         device=str(device))
+    synchronize(device)
+    start = last_log = time.perf_counter()
+    for it in range(1, config.iterations + 1):
+        if it <= config.precrop_iters and len(center_idx) > 0:
+            pick = torch.randint(len(center_idx), (config.rays_per_step,), generator=gen, device=device)
+            idx = center_idx[pick]
+        else:
+            idx = torch.randint(len(origins), (config.rays_per_step,), generator=gen, device=device)
+        lr = config.lr * 0.1 ** ((it - 1) / config.lr_decay_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        with autocast(device, precision):
+            out = render_rays(model, origins[idx], dirs[idx], viewdirs[idx], near=near, far=far,
+                              config=render, background=bg, perturb=True, generator=gen,
+                              fine_model=fine_model)
+        target = colors[idx]
+        mse = torch.mean((out.rgb - target) ** 2)
+        loss = mse if out.rgb_coarse is None else mse + torch.mean((out.rgb_coarse - target) ** 2)
+
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+        if it % config.log_every == 0 or it == config.iterations:
+            mse_value = float(mse.detach())  # a device sync: only on logging steps
+            if not math.isfinite(mse_value):
+                raise FloatingPointError(f"training diverged at iteration {it}: loss is {mse_value}")
+            now = time.perf_counter()
+            span = it % config.log_every or config.log_every
+            stats = StepStats(iteration=it, loss=float(loss.detach()), psnr=mse_to_psnr(mse_value),
+                              iters_per_s=span / max(now - last_log, 1e-9))
+            last_log = now
+            result.curve.append({"iteration": it, "loss": stats.loss, "psnr": stats.psnr})
+            if on_step is not None:
+                on_step(stats)
+    synchronize(device)
+    result.train_seconds = time.perf_counter() - start
+    return result
+
+
+def config_dict(config: TrainConfig) -> dict:
+    return asdict(config)
