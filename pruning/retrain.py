@@ -1,0 +1,151 @@
+"""Prune a trained NeRF, score it, retrain it, score it again: one trial of the study, and `study prune`.
+
+Both the coarse and (if present) the fine network are pruned with the same spec; edge masks are held
+during retraining and released after it. Metrics carry the same fields as a dense run's
+(nerf.experiment.run_metrics + model_metrics) plus the pruning configuration and its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from nerf.checkpoint import load_checkpoint
+from nerf.data.scene import Scene
+from nerf.errors import NerfInputError
+from nerf.evaluate import EvalConfig, EvalResult, evaluate
+from nerf.experiment import DataConfig, machine_info, model_metrics, run_metrics, write_run
+from nerf.model import NeRFMLP
+from nerf.rays import RaysTable, build_rays_table
+from nerf.render import RenderConfig
+from nerf.train import StepStats, TrainConfig, TrainResult, train
+from pruning.edge import masks_enforced
+from pruning.sparse import sparse_size_bytes
+from pruning.spec import PruneResult, PruneSpec, combined_kept_fraction, prune
+
+
+@dataclass
+class PrunedRun:
+    """Everything one prune-retrain-evaluate produced."""
+
+    model: NeRFMLP
+    fine_model: NeRFMLP | None
+    metrics: dict
+    eval_result: EvalResult
+    """Evaluation after retraining (its images are what write_run saves as renders)."""
+    train_result: TrainResult
+    pruned: list[PruneResult]
+    """The coarse network's pruning, then the fine one's if any."""
+
+
+def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Scene, rays: RaysTable,
+                           spec: PruneSpec, *, retrain: TrainConfig, render: RenderConfig,
+                           eval_config: EvalConfig, seed: int,
+                           on_step: Callable[[StepStats], None] | None = None) -> PrunedRun:
+    """prune_and_retrain, returning the evaluation and training results as well."""
+    start = time.perf_counter()
+    pruned = [prune(model, spec, seed=seed)]
+    if fine_model is not None:
+        pruned.append(prune(fine_model, spec, seed=(seed, 1)))  # its own stream, not a copy of coarse's
+    prune_seconds = time.perf_counter() - start
+    coarse = pruned[0].model
+    fine = pruned[1].model if fine_model is not None else None
+
+    def score() -> EvalResult:
+        return evaluate(coarse, scene, render=render, config=eval_config, device=retrain.device,
+                        precision=retrain.precision, fine_model=fine)
+
+    before = score()
+    with ExitStack() as stack:
+        for result in pruned:
+            stack.enter_context(masks_enforced(result.model, result.masks))
+        train_result = train(coarse, rays, near=scene.near, far=scene.far, background=scene.background,
+                             render=render, config=retrain, fine_model=fine, on_step=on_step)
+    after = score()
+    models = [m for m in (coarse, fine) if m is not None]
+    inputs = [m for m in (model, fine_model) if m is not None]
+    metrics = {
+        "scene": scene.name, "resolution": [scene.height, scene.width],
+        **run_metrics(train_result, after), **model_metrics(coarse, fine),
+        "sparse_size_mb": sum(sparse_size_bytes(m) for m in models) / 1e6,
+        "strategy": spec.strategy, "width": spec.width, "beta": spec.beta, "phi": spec.phi,
+        "threshold": spec.threshold, "prune_view": spec.prune_view, "prune_seed": seed,
+        "kept_fraction": combined_kept_fraction(pruned, inputs),
+        "dense_params": model_metrics(model, fine_model)["params"],
+        "pre_retrain_psnr": before.psnr, "pre_retrain_ssim": before.ssim,
+        "prune_seconds": prune_seconds, "curve": train_result.curve,
+    }
+    return PrunedRun(model=coarse, fine_model=fine, metrics=metrics, eval_result=after,
+                     train_result=train_result, pruned=pruned)
+
+
+def prune_and_retrain(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Scene, rays: RaysTable,
+                      spec: PruneSpec, *, retrain: TrainConfig, render: RenderConfig,
+                      eval_config: EvalConfig, seed: int,
+                      on_step: Callable[[StepStats], None] | None = None,
+                      ) -> tuple[NeRFMLP, NeRFMLP | None, dict]:
+    """Prune (seeded by `seed`), evaluate, retrain with `retrain`, evaluate again.
+
+    The input networks are not modified. Returns the retrained pruned networks and the metrics:
+    run_metrics + model_metrics fields of the retrained networks, plus strategy, width, beta, phi,
+    threshold, prune_view, kept_fraction, sparse_size_mb, dense_params, pre_retrain_psnr/ssim.
+    """
+    run = prune_retrain_evaluate(model, fine_model, scene, rays, spec, retrain=retrain, render=render,
+                                 eval_config=eval_config, seed=seed, on_step=on_step)
+    return run.model, run.fine_model, run.metrics
+
+
+def dense_config_of(meta: dict) -> dict:
+    """The dense run's config from checkpoint meta; a pruned run stores it under 'dense'."""
+    config = meta.get("config") or {}
+    return config.get("dense", config)
+
+
+def data_config_of(dense_config: dict, data_source: str | None) -> DataConfig:
+    data = dense_config.get("data")
+    if data is None:
+        if data_source is None:
+            raise NerfInputError("the checkpoint records no data config; give the scene's data source")
+        return DataConfig(data_source)
+    background = data.get("background")
+    return DataConfig(source=data_source if data_source is not None else data["source"],
+                      downscale=int(data.get("downscale", 1)),
+                      background=tuple(background) if background is not None else None)
+
+
+def run_prune(checkpoint: Path, spec: PruneSpec, *, retrain: TrainConfig, out_dir: Path | None,
+              data_source: str | None = None, eval_config: EvalConfig | None = None,
+              on_step: Callable[[StepStats], None] | None = None) -> dict:
+    """Prune a saved dense run (a `study dense` folder or its model.pt), retrain, evaluate, and (if
+    out_dir) write model.pt, renders/ and metrics.json there. Returns the metrics.
+
+    The scene is rebuilt from the checkpoint's data config (`data_source` replaces its path), with the
+    dense run's render settings; evaluation uses the dense run's eval settings unless `eval_config` is
+    given. The pruning seed is retrain.seed.
+    """
+    wall = time.perf_counter()
+    model, fine, meta = load_checkpoint(Path(checkpoint))
+    dense = dense_config_of(meta)
+    data = data_config_of(dense, data_source)
+    scene = data.load(seed=int(dense.get("train", {}).get("seed", 0)))
+    rays = build_rays_table(scene, "train")
+    render = RenderConfig(**dense["render"]) if "render" in dense else RenderConfig()
+    if eval_config is None:
+        eval_config = EvalConfig(**dense["eval"]) if "eval" in dense else EvalConfig()
+    run = prune_retrain_evaluate(model, fine, scene, rays, spec, retrain=retrain, render=render,
+                                 eval_config=eval_config, seed=retrain.seed, on_step=on_step)
+    metrics = run.metrics
+    metrics["config"] = {"dense": dense, "prune": asdict(spec), "retrain": asdict(retrain),
+                         "render": asdict(render), "eval": asdict(eval_config),
+                         "checkpoint": str(checkpoint)}
+    metrics["machine"] = machine_info()
+    if out_dir is not None:
+        write_run(out_dir, run.model, run.fine_model, scene, metrics, run.eval_result, eval_config)
+    metrics["wall_seconds"] = time.perf_counter() - wall
+    if out_dir is not None:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

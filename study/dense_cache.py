@@ -1,0 +1,78 @@
+"""The dense model, trained once per (scene content, config) and reused by every trial and study.
+
+The cache key hashes the scene's pixels and poses (not its path: a moved folder still hits) together
+with the resolved dense config minus fields that do not change the weights (evaluation settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nerf.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from nerf.data.scene import SPLITS, Scene
+from nerf.experiment import DenseConfig, run_dense
+from nerf.train import StepStats
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("NERF_STUDY_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "nerf-prune-study" / "dense"
+
+
+def scene_fingerprint(scene: Scene) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([scene.height, scene.width, scene.focal, scene.near, scene.far,
+                         list(scene.background), scene.ndc]).encode())
+    for split in SPLITS:
+        views = scene.split(split)
+        h.update(np.ascontiguousarray(views.images).tobytes())
+        h.update(np.ascontiguousarray(views.poses).tobytes())
+    return h.hexdigest()
+
+
+def dense_key(config: DenseConfig, scene: Scene) -> str:
+    d = config.to_dict()
+    d.pop("eval")
+    d["data"].pop("source")  # the content hash stands for the data, wherever it lies
+    payload = json.dumps({"scene": scene_fingerprint(scene), "config": d}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class DenseModel:
+    """What every trial receives: weights as numpy arrays (zero-copy through Ray's object store)."""
+
+    key: str
+    path: Path
+    model_config: dict
+    state: dict[str, np.ndarray]
+    fine_model_config: dict | None
+    fine_state: dict[str, np.ndarray] | None
+    metrics: dict
+    cached: bool
+    """True when it was found in the cache instead of trained now."""
+
+
+def load_or_train(config: DenseConfig, scene: Scene, *, cache_dir: Path | None = None,
+                  on_step: Callable[[StepStats], None] | None = None) -> DenseModel:
+    cache_dir = cache_dir or default_cache_dir()
+    key = dense_key(config, scene)
+    folder = cache_dir / key
+    cached = (folder / CHECKPOINT_NAME).is_file() and (folder / "metrics.json").is_file()
+    if not cached:
+        tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+        run_dense(config, tmp, on_step=on_step, scene=scene)
+        tmp.replace(folder) if not folder.exists() else None  # atomic: a half-written run never hits
+    model, fine, _ = load_checkpoint(folder)
+    as_numpy = lambda m: {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}  # noqa: E731
+    return DenseModel(key=key, path=folder, model_config=model.config.to_dict(), state=as_numpy(model),
+                      fine_model_config=fine.config.to_dict() if fine is not None else None,
+                      fine_state=as_numpy(fine) if fine is not None else None,
+                      metrics=json.loads((folder / "metrics.json").read_text()), cached=cached)

@@ -1,0 +1,336 @@
+"""`study launch`: validate, get the dense model, run Ray Tune trials proposed by Optuna, record them.
+
+Flow: options are checked before Ray starts -> the scene is loaded and the dense model comes from the
+cache (trained once if missing) -> scene, rays and dense weights go to Ray's object store once ->
+Tune runs one trial per configuration that OptunaSearch proposes (multi-objective: PSNR up, training
+time down, size down) -> a driver-side callback records each finished or failed trial in MLflow and
+the trial log -> results.parquet, pareto.png and report.md are (re)built from that log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from nerf.errors import NerfInputError
+from study.results import append_trial, front, plot_front, read_trials, write_report, write_table
+from study.spaces import Budget, SearchSpace, get_space, paper_points
+from study.tracking import Tracker, check_reachable, default_tracking_uri, trial_run_name
+from study.trial import MODES, OBJECTIVES
+
+STUDY_FORMAT = "nerf-prune-study/1"
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    space: str = "quick"
+    """Search-space preset: quick | paper | full."""
+    data: str = "synthetic"
+    """'synthetic' (built-in scene) or a Blender / LLFF folder or tiny_nerf .npz file."""
+    out: Path = Path("runs/study")
+    """The study folder: optuna.db, mlflow.db, trials.jsonl, results.parquet, report.md, tune/."""
+    trials: int | None = None
+    """Trials to run (default: the space's; the paper grid always runs whole)."""
+    max_concurrent: int = 2
+    """Trials running at once (Ray also bounds this by free CPUs/GPUs)."""
+    cpus_per_trial: float = 1.0
+    """CPU cores each trial reserves; torch uses that many threads (at least 1)."""
+    gpus_per_trial: float = 0.0
+    """GPUs each trial reserves; fractions pack several trials on one GPU."""
+    sampler: str = "tpe"
+    """tpe | nsga2 | random (the paper space runs as a grid whatever this says)."""
+    seed: int = 0
+    """Seeds the dense model, the sampler and every trial's pruning and retraining."""
+    address: str | None = None
+    """Ray cluster address ('auto' inside a Ray job); None starts a local Ray."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default sqlite in the study folder."""
+    resume: bool = False
+    """Continue the study in `out`: finished trials are kept, unfinished ones run."""
+    precision: str = "auto"
+    """Autocast precision of dense training and retraining: auto | fp32 | bf16 | fp16."""
+    downscale: int | None = None
+    """Override the space's image downscale."""
+    dense_iters: int | None = None
+    """Override the space's dense-model iterations."""
+    retrain_iters: int | None = None
+    """Override the space's retraining iterations per trial."""
+    cache_dir: Path | None = None
+    """Dense-model cache (default ~/.cache/nerf-prune-study/dense or $NERF_STUDY_CACHE)."""
+    fail_when: str | None = None
+    """Fault injection for tests ('key=value' fails matching trials); from $NERF_STUDY_FAIL_WHEN."""
+
+    def budget(self, space: SearchSpace) -> Budget:
+        b = space.budget
+        return replace(b, downscale=self.downscale or b.downscale,
+                       dense_iters=self.dense_iters or b.dense_iters,
+                       retrain_iters=self.retrain_iters or b.retrain_iters)
+
+
+def validate(options: StudyOptions) -> SearchSpace:
+    """Every check that needs no Ray: bad input is refused before anything starts."""
+    space = get_space(options.space)
+    if options.sampler not in SAMPLERS:
+        raise NerfInputError(f"unknown sampler {options.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if options.trials is not None and options.trials < 1:
+        raise NerfInputError(f"trials must be a positive integer, got {options.trials}")
+    if options.max_concurrent < 1:
+        raise NerfInputError(f"max concurrent trials must be >= 1, got {options.max_concurrent}")
+    if not options.cpus_per_trial > 0:
+        raise NerfInputError(f"cpus per trial must be > 0, got {options.cpus_per_trial}")
+    if options.gpus_per_trial < 0:
+        raise NerfInputError(f"gpus per trial must be >= 0, got {options.gpus_per_trial}")
+    for name in ("downscale", "dense_iters", "retrain_iters"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise NerfInputError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
+    if options.data != "synthetic" and not Path(options.data).exists():
+        raise NerfInputError(f"data path {options.data!r} does not exist; give a Blender or LLFF folder, "
+                             f"a .npz file, or 'synthetic'")
+    study_file = options.out / "study.json"
+    if options.resume:
+        if not study_file.is_file():
+            raise NerfInputError(f"cannot resume: {str(options.out)!r} is not a study folder "
+                                 f"(no study.json)")
+        try:
+            saved = json.loads(study_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise NerfInputError(f"cannot resume: {str(study_file)!r} is unreadable ({exc})") from None
+        if not isinstance(saved, dict) or saved.get("format") != STUDY_FORMAT:
+            raise NerfInputError(f"cannot resume: {str(study_file)!r} is not a study of this tool "
+                                 f"(format {STUDY_FORMAT})")
+        if saved.get("space") != options.space:
+            raise NerfInputError(f"cannot resume: the study in {str(options.out)!r} used space "
+                                 f"{saved.get('space')!r}, not {options.space!r}")
+    elif study_file.exists():
+        raise NerfInputError(f"{str(options.out)!r} already holds a study; pass --resume to continue it "
+                             f"or choose another --out")
+    if options.gpus_per_trial > 0 and options.address is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NerfInputError(f"--gpus-per-trial {options.gpus_per_trial} but this machine has no "
+                                 f"CUDA GPU; use --gpus-per-trial 0 or --address of a GPU cluster")
+    if options.tracking_uri:
+        check_reachable(options.tracking_uri)
+    return space
+
+
+def make_sampler(name: str, seed: int):
+    import optuna
+
+    if name == "tpe":
+        import warnings
+
+        with warnings.catch_warnings():  # multivariate/group are 'experimental' but the right tool here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              n_startup_trials=4)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_searcher(space: SearchSpace, options: StudyOptions, study_dir: Path):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(study_dir / 'optuna.db').resolve()}")
+    # NSGA-II's crossover/mutation needs parameters common to all trials: use the flat variant there
+    define = space.flat_define if options.sampler == "nsga2" and space.flat_define else space.define
+    return OptunaSearch(space=define, metric=list(OBJECTIVES), mode=list(MODES),
+                        sampler=make_sampler(options.sampler, options.seed), storage=storage,
+                        study_name="study",
+                        points_to_evaluate=paper_points() if space.grid else list(space.seed_points) or None)
+
+
+def row_of(trial, status: str, seed: int, run_id: str | None, error: str | None) -> dict:
+    result = trial.last_result or {}
+    config = trial.config
+    row = {"trial_id": trial.trial_id, "status": status, "strategy": config.get("strategy"),
+           "width": config.get("width"), "beta": config.get("beta"), "phi": config.get("phi"),
+           "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": run_id, "error": error,
+           "trial_seconds": result.get("time_total_s")}
+    for key in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params", "nonzero_params",
+                "flops_per_point", "kept_fraction", "pre_retrain_psnr", "iterations"):
+        value = result.get(key) if status == "COMPLETE" else None
+        row[key] = int(value) if key in ("params", "nonzero_params", "flops_per_point", "iterations") \
+            and value is not None else value
+    return row
+
+
+def make_recorder(study_dir: Path, tracker: Tracker, seed: int, echo: Callable[[str], None]):
+    from ray import tune
+
+    class StudyRecorder(tune.Callback):
+        """Driver-side: each trial that ends goes to MLflow and the trial log, then progress is shown."""
+
+        def __init__(self) -> None:
+            self.done = {r["trial_id"] for r in read_trials(study_dir)}
+
+        def record(self, trial, status: str, error: str | None) -> None:
+            if trial.trial_id in self.done:
+                return
+            folder = Path(trial.checkpoint.path) if trial.checkpoint is not None else None
+            row = row_of(trial, status, seed, None, error)
+            metrics = {k: v for k, v in row.items() if k in ("psnr", "ssim", "train_time", "size_mb",
+                                                             "sparse_size_mb", "params", "nonzero_params",
+                                                             "kept_fraction", "pre_retrain_psnr")
+                       and v is not None}
+            row["mlflow_run_id"] = tracker.log_trial(
+                trial_id=trial.trial_id, config=trial.config, metrics=metrics,
+                status="FINISHED" if status == "COMPLETE" else "FAILED", artifacts=folder, error=error)
+            append_trial(study_dir, row)
+            self.done.add(trial.trial_id)
+            rows = read_trials(study_dir)
+            n_ok = sum(r["status"] == "COMPLETE" for r in rows)
+            best = front(rows)
+            summary = ", ".join(f"{trial_run_name(r)} {r['psnr']:.2f}dB/{r['train_time']:.0f}s/"
+                                f"{r['size_mb']:.2f}MB" for r in best[:4])
+            what = (f"{row['psnr']:.2f} dB" if status == "COMPLETE" else f"FAILED: {(error or '')[:120]}")
+            echo(f"[{n_ok} done, {len(rows) - n_ok} failed] trial {trial.trial_id} "
+                 f"{trial_run_name(trial.config)}: {what} | front: {summary}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.record(trial, "COMPLETE", None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = None
+            path = getattr(trial, "error_file", None)
+            if path and os.path.isfile(path):
+                lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+                error = lines[-1] if lines else None
+            self.record(trial, "FAILED", error or "trial raised an exception")
+
+    return StudyRecorder()
+
+
+def study_summary(study_dir: Path) -> dict:
+    return json.loads((study_dir / "study.json").read_text())
+
+
+def rebuild_outputs(study_dir: Path, tracker: Tracker | None = None) -> dict:
+    """results.parquet, pareto.png and report.md from the trial log; logged to the parent run."""
+    study = study_summary(study_dir)
+    rows = read_trials(study_dir)
+    paths = [write_table(study_dir, rows), plot_front(study_dir, rows), write_report(study_dir, rows, study)]
+    if tracker is not None:
+        tracker.log_study_artifacts(paths, {"trials_complete": sum(r["status"] == "COMPLETE" for r in rows),
+                                            "trials_failed": sum(r["status"] != "COMPLETE" for r in rows)})
+    return {"rows": rows, "front": front(rows), "paths": paths}
+
+
+def dense_config(options: StudyOptions, budget: Budget, *, device: str) -> "DenseConfig":
+    from nerf.evaluate import EvalConfig
+    from nerf.experiment import DataConfig, DenseConfig
+    from nerf.render import RenderConfig
+    from nerf.train import TrainConfig
+
+    return DenseConfig(
+        data=DataConfig(options.data, downscale=budget.downscale),
+        render=RenderConfig(n_samples=budget.samples),
+        train=TrainConfig(iterations=budget.dense_iters, rays_per_step=budget.rays_per_step,
+                          seed=options.seed, precision=options.precision, device=device),
+        eval=EvalConfig(max_views=budget.eval_views))
+
+
+def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
+           on_dense_step=None) -> dict:
+    import torch  # before Ray: see FACTS.md on a lazy torch import inside Tune's loggers
+
+    from nerf.data.loader import load_scene
+    from nerf.experiment import machine_info
+    from nerf.rays import build_rays_table
+    from study.dense_cache import load_or_train
+
+    space = validate(options)
+    budget = options.budget(space)
+    study_dir = options.out
+    study_dir.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter()
+
+    scene = load_scene(options.data, downscale=budget.downscale, seed=options.seed)
+    config = dense_config(options, budget,
+                          device="cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+    data = config.data
+    echo(f"dense model: {scene.name} {scene.height}px, {budget.dense_iters} iterations (cached by content)")
+    dense = load_or_train(config, scene, cache_dir=options.cache_dir, on_step=on_dense_step)
+    echo(f"dense model {'from cache' if dense.cached else 'trained'}: {dense.path} "
+         f"psnr {dense.metrics['psnr']:.2f} dB, {dense.metrics['seconds_per_1k_iters']:.1f} s/1k iters")
+
+    uri = options.tracking_uri or default_tracking_uri(study_dir)
+    previous = study_summary(study_dir) if options.resume else {}
+    tracker = Tracker(uri, f"study-{study_dir.resolve().name}",
+                      parent_run_id=previous.get("mlflow", {}).get("parent_run_id"),
+                      study_params={"space": options.space, "sampler": options.sampler, "seed": options.seed,
+                                    "data": data.portable().source, **asdict(budget)})
+    study = {"format": STUDY_FORMAT, "name": study_dir.resolve().name, "space": options.space,
+             "sampler": "grid" if space.grid else options.sampler, "seed": options.seed,
+             "scene": scene.name, "data": data.portable().source, "budget": asdict(budget),
+             "dense_key": dense.key, "dense": {k: dense.metrics.get(k) for k in (
+                 "psnr", "ssim", "seconds_per_1k_iters", "size_mb", "params", "iterations")},
+             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()
+                         if k not in ("out", "cache_dir", "resume")},
+             "mlflow": {"uri": options.tracking_uri, "experiment": f"study-{study_dir.resolve().name}",
+                        "parent_run_id": tracker.parent_run_id},
+             "machine": machine_info()}
+    (study_dir / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+
+    import ray
+    from ray import tune
+
+    from study.trial import run_trial
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    status = "FINISHED"
+    try:
+        if options.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) < options.gpus_per_trial:
+            raise NerfInputError(f"--gpus-per-trial {options.gpus_per_trial} but the Ray cluster has "
+                                 f"{ray.cluster_resources().get('GPU', 0):g} GPU(s); trials would pend forever")
+        threads = max(1, int(options.cpus_per_trial))
+        settings = {"budget": asdict(budget), "seed": options.seed, "precision": options.precision,
+                    "threads": threads, "gpus_per_trial": options.gpus_per_trial,
+                    "fail_when": options.fail_when or os.environ.get("NERF_STUDY_FAIL_WHEN")}
+        dense_payload = {"key": dense.key, "model_config": dense.model_config, "state": dense.state,
+                         "fine_model_config": dense.fine_model_config, "fine_state": dense.fine_state}
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, scene=scene, rays=build_rays_table(scene, "train"),
+                                 dense=dense_payload, settings=settings),
+            {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+        recorder = make_recorder(study_dir, tracker, options.seed, echo)
+        tune_dir = study_dir.resolve() / "tune"
+        if options.resume and tune.Tuner.can_restore(str(tune_dir)):
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            n_trials = len(space.grid) if space.grid else (options.trials or budget.trials)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=make_searcher(space, options, study_dir),
+                                            num_samples=n_trials, max_concurrent_trials=options.max_concurrent,
+                                            reuse_actors=True),
+                run_config=tune.RunConfig(name="tune", storage_path=str(study_dir.resolve()),
+                                          callbacks=[recorder], verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=0)))
+        if options.resume:
+            tuner._local_tuner._run_config.callbacks = [recorder]  # restored configs carry no callbacks
+        tuner.fit()
+    except KeyboardInterrupt:
+        status = "KILLED"
+        echo("interrupted: finished trials are kept; continue with --resume")
+    finally:
+        outputs = rebuild_outputs(study_dir, tracker)
+        tracker.finish(status)
+    outputs["wall_seconds"] = time.perf_counter() - wall
+    outputs["tracking_uri"] = uri
+    outputs["dense"] = dense
+    return outputs

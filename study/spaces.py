@@ -1,0 +1,189 @@
+"""Search spaces as named presets: a define-by-run function (Optuna) plus the budgets it runs at.
+
+`quick` finishes in minutes on a laptop CPU, `paper` is exactly the configurations of the paper's
+Tables 1-4 (run as a grid), `full` is strategy x width x beta x phi x threshold with hybrids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import optuna
+
+from nerf.errors import NerfInputError
+
+STRUCTURED = ("uniform", "importance-in", "importance-out", "importance-prod", "coreset")
+STRATEGIES = ("edge", *STRUCTURED)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one study spends: the dense model it prunes and each trial's retraining."""
+
+    downscale: int
+    """Image downscale factor applied on load (lego 400 px / 4 = 100 px)."""
+    rays_per_step: int
+    """Rays per training step, dense and retraining alike."""
+    samples: int
+    """Coarse samples per ray."""
+    dense_iters: int
+    """Iterations of the dense model (trained once, cached, shared by every trial)."""
+    retrain_iters: int
+    """Iterations each pruned model is retrained for."""
+    eval_views: int
+    """Test views scored per trial (evenly spaced)."""
+    trials: int
+    """Default number of trials (the grid size for `paper`)."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    budget: Budget
+    parameters: dict[str, str]
+    """Parameter name -> its range, for `study spaces`."""
+    define: Callable[[optuna.Trial], dict[str, Any]]
+    """Define-by-run function: suggests a trial's parameters (conditional where it matters)."""
+    grid: list[dict[str, Any]] = field(default_factory=list)
+    """Fixed configurations run in order (the `paper` space); empty for searched spaces."""
+    seed_points: list[dict[str, Any]] = field(default_factory=list)
+    """Optuna parameter dicts run first (one per strategy), so that every method is measured before the
+    sampler starts to model the space (a warm start for TPE; NSGA-II's first generation)."""
+    flat_define: Callable[[optuna.Trial], dict[str, Any]] | None = None
+    """Variant suggesting every parameter on every trial, for samplers that need a fixed space
+    (NSGA-II degenerates to random search on a conditional space)."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters,
+                "budget": asdict(self.budget), "grid_size": len(self.grid) or None}
+
+
+def trial_config(strategy: str, width: int | None = None, beta: float = 3.0, phi: str = "relu",
+                 threshold: float = 0.0) -> dict[str, Any]:
+    """The canonical dict of one trial's pruning parameters (what the trial, MLflow and parquet see)."""
+    return {"strategy": strategy, "width": width if strategy != "edge" else None,
+            "beta": float(beta) if strategy == "coreset" else None,
+            "phi": phi if strategy == "coreset" else None, "threshold": float(threshold)}
+
+
+# --- quick -------------------------------------------------------------------------------------------
+
+def define_quick(trial: optuna.Trial) -> dict[str, Any]:
+    strategy = trial.suggest_categorical("strategy", ["edge", "uniform", "importance-prod", "coreset"])
+    if strategy == "edge":
+        return trial_config("edge", threshold=trial.suggest_float("threshold", 0.02, 0.15))
+    width = trial.suggest_categorical("width", [32, 64, 128])
+    if strategy == "coreset":
+        return trial_config("coreset", width, beta=trial.suggest_float("beta", 0.5, 5.0, log=True),
+                            phi=trial.suggest_categorical("phi", ["relu", "tanh"]))
+    return trial_config(strategy, width)
+
+
+def flat_quick(trial: optuna.Trial) -> dict[str, Any]:
+    strategy = trial.suggest_categorical("strategy", ["edge", "uniform", "importance-prod", "coreset"])
+    threshold = trial.suggest_float("threshold", 0.02, 0.15)
+    width = trial.suggest_categorical("width", [32, 64, 128])
+    beta = trial.suggest_float("beta", 0.5, 5.0, log=True)
+    phi = trial.suggest_categorical("phi", ["relu", "tanh"])
+    return trial_config(strategy, width, beta, phi, threshold if strategy == "edge" else 0.0)
+
+
+# --- full --------------------------------------------------------------------------------------------
+
+FULL_WIDTHS = [16, 32, 48, 64, 96, 128, 160, 192, 224]
+
+
+def define_full(trial: optuna.Trial) -> dict[str, Any]:
+    strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
+    if strategy == "edge":
+        return trial_config("edge", threshold=trial.suggest_float("threshold", 0.0, 0.2))
+    width = trial.suggest_categorical("width", FULL_WIDTHS)
+    # hybrid: structured pruning followed by an edge threshold on the smaller network
+    threshold = trial.suggest_float("hybrid_threshold", 0.0, 0.1) if trial.suggest_categorical(
+        "hybrid", [False, True]) else 0.0
+    if strategy == "coreset":
+        return trial_config("coreset", width, beta=trial.suggest_float("beta", 0.1, 10.0, log=True),
+                            phi=trial.suggest_categorical("phi", ["relu", "tanh", "exp"]), threshold=threshold)
+    return trial_config(strategy, width, threshold=threshold)
+
+
+def flat_full(trial: optuna.Trial) -> dict[str, Any]:
+    strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
+    edge_threshold = trial.suggest_float("threshold", 0.0, 0.2)
+    width = trial.suggest_categorical("width", FULL_WIDTHS)
+    hybrid = trial.suggest_categorical("hybrid", [False, True])
+    hybrid_threshold = trial.suggest_float("hybrid_threshold", 0.0, 0.1)
+    beta = trial.suggest_float("beta", 0.1, 10.0, log=True)
+    phi = trial.suggest_categorical("phi", ["relu", "tanh", "exp"])
+    threshold = edge_threshold if strategy == "edge" else (hybrid_threshold if hybrid else 0.0)
+    return trial_config(strategy, width, beta, phi, threshold)
+
+
+# --- paper -------------------------------------------------------------------------------------------
+
+PAPER_GRID = [
+    trial_config("edge", threshold=0.0), trial_config("edge", threshold=0.05),
+    trial_config("edge", threshold=0.1),                                          # Table 1
+    trial_config("uniform", 64),                                                   # Table 2
+    trial_config("importance-in", 64), trial_config("importance-out", 64),
+    trial_config("importance-prod", 64),                                           # Table 3
+    trial_config("coreset", 128, beta=3.0), trial_config("coreset", 64, beta=3.0),  # Table 4
+]
+
+
+def define_paper(trial: optuna.Trial) -> dict[str, Any]:
+    # Only enqueued grid points run; the distributions below just admit their values.
+    strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
+    if strategy == "edge":
+        return trial_config("edge", threshold=trial.suggest_categorical("threshold", [0.0, 0.05, 0.1]))
+    width = trial.suggest_categorical("width", [64, 128])
+    return trial_config(strategy, width, beta=3.0, phi="relu")
+
+
+def paper_points() -> list[dict[str, Any]]:
+    """Grid points as Optuna parameter dicts (only the parameters define_paper suggests)."""
+    return [{"strategy": g["strategy"], **({"threshold": g["threshold"]} if g["strategy"] == "edge"
+                                           else {"width": g["width"]})} for g in PAPER_GRID]
+
+
+SPACES: dict[str, SearchSpace] = {
+    "quick": SearchSpace(
+        name="quick", description="4 strategies on the built-in scene at 16 px; minutes on a laptop CPU",
+        budget=Budget(downscale=4, rays_per_step=256, samples=32, dense_iters=300, retrain_iters=100,
+                      eval_views=4, trials=6),
+        parameters={"strategy": "edge | uniform | importance-prod | coreset", "width": "32 | 64 | 128",
+                    "beta": "0.5..5 log (coreset)", "phi": "relu | tanh (coreset)",
+                    "threshold": "0.02..0.15 (edge)"},
+        define=define_quick, flat_define=flat_quick,
+        seed_points=[{"strategy": "edge", "threshold": 0.05}, {"strategy": "uniform", "width": 64},
+                     {"strategy": "importance-prod", "width": 64},
+                     {"strategy": "coreset", "width": 64, "beta": 3.0, "phi": "relu"}]),
+    "paper": SearchSpace(
+        name="paper", description="exactly the configurations of the paper's Tables 1-4, as a grid",
+        budget=Budget(downscale=4, rays_per_step=256, samples=64, dense_iters=4000, retrain_iters=2000,
+                      eval_views=8, trials=len(PAPER_GRID)),
+        parameters={"grid": "edge@0/0.05/0.1, uniform@64, importance-in/out/prod@64, coreset@128/64 (beta 3)"},
+        define=define_paper, grid=PAPER_GRID),
+    "full": SearchSpace(
+        name="full", description="every strategy x width x beta x phi x threshold, with hybrids",
+        budget=Budget(downscale=4, rays_per_step=256, samples=64, dense_iters=4000, retrain_iters=1000,
+                      eval_views=8, trials=64),
+        parameters={"strategy": " | ".join(STRATEGIES), "width": " | ".join(map(str, FULL_WIDTHS)),
+                    "beta": "0.1..10 log (coreset)", "phi": "relu | tanh | exp (coreset)",
+                    "threshold": "0..0.2 (edge)", "hybrid": "structured then edge threshold 0..0.1"},
+        define=define_full, flat_define=flat_full,
+        seed_points=[{"strategy": "edge", "threshold": 0.05}, {"strategy": "uniform", "width": 64,
+                                                               "hybrid": False},
+                     {"strategy": "importance-in", "width": 64, "hybrid": False},
+                     {"strategy": "importance-out", "width": 64, "hybrid": False},
+                     {"strategy": "importance-prod", "width": 64, "hybrid": False},
+                     {"strategy": "coreset", "width": 128, "hybrid": False, "beta": 3.0, "phi": "relu"}]),
+}
+
+
+def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        raise NerfInputError(f"unknown space {name!r}; allowed: {', '.join(SPACES)}")
+    return SPACES[name]

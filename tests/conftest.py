@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny scenes and configs so that every test runs in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_synthetic" / "lego"
+
+# Deterministic, contention-free kernels for tests; 2 threads matches the CI machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def lego_path() -> Path:
+    assert LEGO.is_dir(), f"the shared lego scene is expected at {LEGO}"
+    return LEGO
+
+
+@pytest.fixture(scope="session")
+def tiny_scene():
+    from nerf.data.loader import load_scene
+
+    return load_scene("synthetic", downscale=4, seed=0)  # 16 px, 40 train views

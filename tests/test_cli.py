@@ -1,0 +1,62 @@
+"""The CLI as a user runs it: a real subprocess, real files, exit codes and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_dense_end_to_end_writes_metrics_checkpoint_and_renders(tmp_path):
+    out = tmp_path / "run"
+    result = study("dense", "--data", "synthetic", "--downscale", "4", "--iters", "20",
+                   "--rays-per-step", "64", "--samples", "16", "--eval-views", "2", "--out", str(out),
+                   "--device", "cpu", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "params", "size_mb", "seconds_per_1k_iters", "iterations", "config"):
+        assert key in metrics
+    assert metrics["params"] == 595_844 and metrics["iterations"] == 20
+    assert 2.38 < metrics["size_mb"] < 2.40  # 595,844 float32 weights = 2.383 MB plus file overhead
+    assert metrics["config"]["train"]["rays_per_step"] == 64
+    assert not os.path.isabs(metrics["config"]["data"]["source"])
+    assert (out / "model.pt").is_file() and list((out / "renders").glob("*.png"))
+    assert "psnr" in result.stdout
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--data", "/nonexistent/scene"], ["/nonexistent/scene", "does not exist"]),
+    (["--downscale", "0"], ["downscale", "0", "positive integer"]),
+    (["--iters", "0"], ["iterations", "0", "positive integer"]),
+    (["--device", "tpu"], ["'tpu'", "allowed"]),
+    (["--device", "cuda"], ["'cuda'", "no CUDA"]),
+    (["--precision", "fp8"], ["'fp8'", "allowed"]),
+])
+def test_dense_bad_input_is_one_line_exit_2(args, fragments, tmp_path):
+    assert_one_line_error(study("dense", "--out", str(tmp_path / "o"), *args), *fragments)
+
+
+def test_dense_bad_scene_files_are_one_line_exit_2(tmp_path):
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    (folder / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": []}))
+    assert_one_line_error(study("dense", "--data", str(folder), "--out", str(tmp_path / "o")), "frames")

@@ -1,0 +1,168 @@
+"""End to end: a real local Ray cluster, real Optuna storage (sqlite), a real MLflow store (sqlite).
+
+One small study runs once for the module (5 trials over 4 strategies, one made to fail); the tests
+then check what a user would look at: the parquet table, MLflow's runs, Optuna's study, the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from study.results import dominates
+from study.runner import StudyOptions, launch
+
+TOY = dict(space="quick", trials=5, max_concurrent=2, dense_iters=40, retrain_iters=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    options = StudyOptions(out=root / "s", cache_dir=root / "cache", fail_when="strategy=uniform", **TOY)
+    lines: list[str] = []
+    result = launch(options, echo=lines.append)
+    yield {"dir": root / "s", "result": result, "lines": lines, "options": options}
+    import ray
+
+    ray.shutdown()
+
+
+def test_parquet_has_one_row_per_trial_with_every_column(study):
+    table = pq.read_table(study["dir"] / "results.parquet")
+    assert table.num_rows == 5
+    for column in ("trial_id", "status", "strategy", "width", "beta", "phi", "threshold", "psnr", "ssim",
+                   "train_time", "size_mb", "params", "nonzero_params", "iterations", "seed",
+                   "mlflow_run_id", "pareto"):
+        assert column in table.column_names
+    rows = table.to_pylist()
+    assert {r["strategy"] for r in rows} == {"edge", "uniform", "importance-prod", "coreset"}
+    assert len({r["trial_id"] for r in rows}) == 5
+    done = [r for r in rows if r["status"] == "COMPLETE"]
+    assert len(done) == 4
+    assert all(r["psnr"] > 5 and r["size_mb"] > 0 and r["train_time"] > 0 for r in done)
+    assert all(r["iterations"] == 10 for r in done)
+
+
+def test_failed_trial_is_recorded_failed_everywhere_and_the_others_complete(study):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    rows = pq.read_table(study["dir"] / "results.parquet").to_pylist()
+    failed = [r for r in rows if r["status"] != "COMPLETE"]
+    assert [r["strategy"] for r in failed] == ["uniform"]
+    assert "injected failure" in failed[0]["error"]
+    assert failed[0]["pareto"] is False and failed[0]["psnr"] is None
+    client = MlflowClient(study["result"]["tracking_uri"])
+    assert client.get_run(failed[0]["mlflow_run_id"]).info.status == "FAILED"
+    optuna_study = optuna.load_study(study_name="study",
+                                     storage=f"sqlite:///{study['dir'] / 'optuna.db'}")
+    states = sorted(t.state.name for t in optuna_study.trials)
+    assert states == ["COMPLETE"] * 4 + ["FAIL"]
+
+
+def test_pareto_flags_equal_a_direct_non_dominated_check(study):
+    rows = pq.read_table(study["dir"] / "results.parquet").to_pylist()
+    done = [r for r in rows if r["status"] == "COMPLETE"]
+    for r in rows:
+        expected = r["status"] == "COMPLETE" and not any(
+            o["psnr"] >= r["psnr"] and o["train_time"] <= r["train_time"] and o["size_mb"] <= r["size_mb"]
+            and (o["psnr"] > r["psnr"] or o["train_time"] < r["train_time"] or o["size_mb"] < r["size_mb"])
+            for o in done if o is not r)
+        assert r["pareto"] == expected
+    assert any(r["pareto"] for r in rows)
+    # and Optuna's own front agrees with ours
+    import optuna
+
+    optuna_study = optuna.load_study(study_name="study",
+                                     storage=f"sqlite:///{study['dir'] / 'optuna.db'}")
+    ours = sorted(round(r["psnr"], 6) for r in rows if r["pareto"])
+    theirs = sorted(round(t.values[0], 6) for t in optuna_study.best_trials)
+    assert ours == theirs
+
+
+def test_mlflow_child_runs_sit_under_the_parent_with_params_metrics_and_artifacts(study):
+    from mlflow.tracking import MlflowClient
+
+    summary = json.loads((study["dir"] / "study.json").read_text())
+    client = MlflowClient(study["result"]["tracking_uri"])
+    parent = client.get_run(summary["mlflow"]["parent_run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 5
+    done = [c for c in children if c.info.status == "FINISHED"]
+    assert len(done) == 4
+    for child in done:
+        assert {"strategy", "trial_id"} <= set(child.data.params)
+        assert {"psnr", "train_time", "size_mb", "ssim", "params"} <= set(child.data.metrics)
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"model.pt", "render.png", "metrics.json"} <= names
+        curve = client.get_metric_history(child.info.run_id, "retrain_loss")
+        assert len(curve) >= 2
+    coreset = [c for c in done if c.data.params["strategy"] == "coreset"][0]
+    assert coreset.info.run_name == "coreset-w64-b3"
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.parquet", "pareto.png", "report.md"} <= parent_artifacts
+
+
+def test_report_and_progress_show_the_front(study):
+    report = (study["dir"] / "report.md").read_text()
+    assert "Pareto front" in report and "4 complete, 1 failed" in report
+    assert (study["dir"] / "pareto.png").stat().st_size > 1000
+    progress = [line for line in study["lines"] if line.startswith("[")]
+    assert len(progress) == 5 and "front:" in progress[-1]
+
+
+def test_dense_model_is_trained_once_and_reused(study, monkeypatch):
+    import study.dense_cache as dense_cache
+    from nerf.data.loader import load_scene
+    from study.runner import dense_config
+    from study.spaces import get_space
+
+    first = study["result"]["dense"]
+    assert first.cached is False and first.path.parent == study["options"].cache_dir
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the dense model was trained again")
+
+    monkeypatch.setattr(dense_cache, "run_dense", no_training)
+    options = study["options"]
+    config = dense_config(options, options.budget(get_space("quick")), device="cpu")
+    again = dense_cache.load_or_train(config, load_scene("synthetic", downscale=4, seed=0),
+                                      cache_dir=options.cache_dir)
+    assert again.cached is True and again.key == first.key
+    assert all((again.state[k] == first.state[k]).all() for k in first.state)
+
+
+def test_bad_options_are_refused_before_ray_starts(tmp_path):
+    from nerf.errors import NerfInputError
+    from study.runner import validate
+
+    cases = [
+        (dict(space="huge"), "unknown space 'huge'"),
+        (dict(sampler="cmaes"), "unknown sampler 'cmaes'"),
+        (dict(data=str(tmp_path / "missing")), "does not exist"),
+        (dict(resume=True), "not a study folder"),
+        (dict(gpus_per_trial=1.0), "no CUDA GPU"),
+        (dict(trials=0), "trials must be a positive integer"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(NerfInputError, match=message):
+            validate(StudyOptions(out=tmp_path / "fresh", **overrides))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "study.json").write_text('{"format": "something-else"}')
+    with pytest.raises(NerfInputError, match="not a study of this tool"):
+        validate(StudyOptions(out=foreign, resume=True))
+    (foreign / "study.json").write_text("{not json")
+    with pytest.raises(NerfInputError, match="unreadable"):
+        validate(StudyOptions(out=foreign, resume=True))
+
+
+def test_dominance_is_strict_in_one_objective():
+    a = {"psnr": 20.0, "train_time": 10.0, "size_mb": 1.0}
+    assert not dominates(a, dict(a))
+    assert dominates(a, {**a, "psnr": 19.0})
+    assert not dominates(a, {**a, "psnr": 19.0, "size_mb": 0.5})

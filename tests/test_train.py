@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+
+from nerf.checkpoint import load_checkpoint, save_checkpoint
+from nerf.evaluate import EvalConfig, evaluate, psnr, ssim
+from nerf.experiment import DataConfig, DenseConfig, run_dense
+from nerf.model import ModelConfig, NeRFMLP
+from nerf.rays import build_rays_table
+from nerf.render import RenderConfig
+from nerf.train import TrainConfig, train
+
+TINY_RENDER = RenderConfig(n_samples=32)
+
+
+def tiny_config(iterations: int, *, seed: int = 0, precision: str = "fp32") -> DenseConfig:
+    return DenseConfig(data=DataConfig("synthetic", downscale=4), render=TINY_RENDER,
+                       train=TrainConfig(iterations=iterations, rays_per_step=256, seed=seed,
+                                         precision=precision, device="cpu", log_every=10),
+                       eval=EvalConfig(max_views=4, save_renders=2))
+
+
+def background_only_psnr(scene) -> float:
+    return float(np.mean([psnr(np.ones_like(img), img) for img in scene.test.images[:4]]))
+
+
+def test_training_on_the_builtin_scene_lifts_test_psnr_above_the_bar(tiny_scene, tmp_path):
+    metrics = run_dense(tiny_config(150), tmp_path, scene=tiny_scene)
+    # Predicting the white background everywhere scores ~8.9 dB on these views; a NeRF that learned the
+    # shapes is far above it. Measured: ~19.9 dB after 150 steps (seed 0).
+    assert background_only_psnr(tiny_scene) < 10.0
+    assert metrics["psnr"] > 17.0
+    assert metrics["curve"][-1]["psnr"] > metrics["curve"][0]["psnr"] + 5
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "model.pt").is_file()
+    assert len(list((tmp_path / "renders").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_seeded_runs_repeat_exactly(tiny_scene, precision):
+    rays = build_rays_table(tiny_scene)
+
+    def run(seed: int) -> dict:
+        torch.manual_seed(seed)
+        model = NeRFMLP()
+        result = train(model, rays, near=tiny_scene.near, far=tiny_scene.far,
+                       background=tiny_scene.background, render=RenderConfig(n_samples=16),
+                       config=TrainConfig(iterations=5, rays_per_step=64, seed=seed, precision=precision,
+                                          device="cpu", log_every=1))
+        return {"state": model.state_dict(), "curve": result.curve}
+
+    a, b, c = run(1), run(1), run(2)
+    assert a["curve"] == b["curve"]
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    assert not torch.equal(a["state"]["trunk.0.weight"], c["state"]["trunk.0.weight"])
+
+
+def test_fine_network_trains_and_renders(tiny_scene, tmp_path):
+    config = DenseConfig(data=DataConfig("synthetic", downscale=4),
+                         render=RenderConfig(n_samples=16, n_importance=16),
+                         train=TrainConfig(iterations=10, rays_per_step=64, device="cpu", precision="fp32"),
+                         eval=EvalConfig(max_views=1, save_renders=1))
+    metrics = run_dense(config, tmp_path, scene=tiny_scene)
+    assert metrics["params"] == 2 * 595_844  # coarse + fine
+    model, fine, meta = load_checkpoint(tmp_path)
+    assert fine is not None and meta["config"]["render"]["n_importance"] == 16
+
+
+def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
+    torch.manual_seed(0)
+    model = NeRFMLP(ModelConfig().with_widths(trunk=(32,) * 8, feature=32))
+    path = save_checkpoint(tmp_path / "model.pt", model, meta={"config": {"a": [1, 2]}, "scene": "x"})
+    payload = torch.load(path, weights_only=True)  # no pickled classes inside
+    assert payload["model_config"]["trunk_widths"] == [32] * 8
+    loaded, fine, meta = load_checkpoint(path)
+    assert fine is None and meta["scene"] == "x"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_ssim_is_one_for_identical_images_and_drops_with_noise():
+    rng = np.random.default_rng(0)
+    img = rng.random((32, 32, 3)).astype(np.float32)
+    assert ssim(img, img) == pytest.approx(1.0, abs=1e-9)
+    scores = [ssim(np.clip(img + rng.normal(0, sd, img.shape), 0, 1).astype(np.float32), img)
+              for sd in (0.05, 0.2, 0.4)]
+    assert scores[0] > scores[1] > scores[2] and scores[2] < 0.7
+    assert psnr(img, img) > 100
+
+
+def test_evaluation_scores_a_stated_subset_by_default(tiny_scene):
+    torch.manual_seed(0)
+    result = evaluate(NeRFMLP(), tiny_scene, render=RenderConfig(n_samples=8),
+                      config=EvalConfig(max_views=3), device="cpu", precision="fp32")
+    assert result.view_indices == [0, 4, 7] and len(result.images) == 3
+    everything = evaluate(NeRFMLP(), tiny_scene, render=RenderConfig(n_samples=8),
+                          config=EvalConfig(max_views=None), device="cpu", precision="fp32")
+    assert everything.view_indices == list(range(len(tiny_scene.test)))
