@@ -136,7 +136,7 @@ def make_sampler(name: str, seed: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_searcher(space: SearchSpace, options: StudyOptions, study_dir: Path):
+def make_searcher(space: SearchSpace, options: StudyOptions, study_dir: Path, *, resume: bool = False):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -146,15 +146,15 @@ def make_searcher(space: SearchSpace, options: StudyOptions, study_dir: Path):
     return OptunaSearch(space=define, metric=list(OBJECTIVES), mode=list(MODES),
                         sampler=make_sampler(options.sampler, options.seed), storage=storage,
                         study_name="study",
-                        points_to_evaluate=paper_points() if space.grid else list(space.seed_points) or None)
+                        # on resume the study already holds its enqueued points (still WAITING if unrun)
+                        points_to_evaluate=None if resume else (paper_points() if space.grid
+                                                                else list(space.seed_points) or None))
 
 
-def row_of(trial, status: str, seed: int, run_id: str | None, error: str | None) -> dict:
-    result = trial.last_result or {}
-    config = trial.config
-    row = {"trial_id": trial.trial_id, "status": status, "strategy": config.get("strategy"),
+def row_of(trial_id: str, config: dict, result: dict, status: str, seed: int, error: str | None) -> dict:
+    row = {"trial_id": trial_id, "status": status, "strategy": config.get("strategy"),
            "width": config.get("width"), "beta": config.get("beta"), "phi": config.get("phi"),
-           "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": run_id, "error": error,
+           "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": None, "error": error,
            "trial_seconds": result.get("time_total_s")}
     for key in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params", "nonzero_params",
                 "flops_per_point", "kept_fraction", "pre_retrain_psnr", "iterations"):
@@ -164,40 +164,56 @@ def row_of(trial, status: str, seed: int, run_id: str | None, error: str | None)
     return row
 
 
-def make_recorder(study_dir: Path, tracker: Tracker, seed: int, echo: Callable[[str], None]):
+class TrialLog:
+    """Driver-side record of ended trials: MLflow child run + a line in trials.jsonl, once per trial."""
+
+    def __init__(self, study_dir: Path, tracker: Tracker, seed: int, echo: Callable[[str], None]) -> None:
+        self.study_dir, self.tracker, self.seed, self.echo = study_dir, tracker, seed, echo
+        self.done = {r["trial_id"] for r in read_trials(study_dir)}
+
+    def record(self, *, trial_id: str, config: dict, result: dict, checkpoint: Path | None,
+               status: str, error: str | None) -> None:
+        if trial_id in self.done:
+            return
+        row = row_of(trial_id, config, result, status, self.seed, error)
+        metrics = {k: row[k] for k in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params",
+                                       "nonzero_params", "kept_fraction", "pre_retrain_psnr")
+                   if row[k] is not None}
+        row["mlflow_run_id"] = self.tracker.log_trial(
+            trial_id=trial_id, config=config, metrics=metrics, artifacts=checkpoint, error=error,
+            status="FINISHED" if status == "COMPLETE" else "FAILED")
+        append_trial(self.study_dir, row)
+        self.done.add(trial_id)
+        rows = read_trials(self.study_dir)
+        n_ok = sum(r["status"] == "COMPLETE" for r in rows)
+        summary = ", ".join(f"{trial_run_name(r)} {r['psnr']:.2f}dB/{r['train_time']:.0f}s/"
+                            f"{r['size_mb']:.2f}MB" for r in front(rows)[:4])
+        what = f"{row['psnr']:.2f} dB" if status == "COMPLETE" else f"FAILED: {(error or '')[:120]}"
+        self.echo(f"[{n_ok} done, {len(rows) - n_ok} failed] trial {trial_id} {trial_run_name(config)}: "
+                  f"{what} | front: {summary}")
+
+    def reconcile(self, results) -> None:
+        """Record trials Tune finished but this log missed (a driver killed between the two)."""
+        for result in results:
+            trial_id = (result.metrics or {}).get("trial_id")
+            if trial_id is None or trial_id in self.done:
+                continue
+            error = None if result.error is None else str(result.error).strip().splitlines()[-1]
+            self.record(trial_id=trial_id, config=result.config, result=result.metrics or {},
+                        checkpoint=Path(result.checkpoint.path) if result.checkpoint else None,
+                        status="COMPLETE" if result.error is None else "FAILED", error=error)
+
+
+def make_recorder(log: TrialLog):
     from ray import tune
 
     class StudyRecorder(tune.Callback):
-        """Driver-side: each trial that ends goes to MLflow and the trial log, then progress is shown."""
-
-        def __init__(self) -> None:
-            self.done = {r["trial_id"] for r in read_trials(study_dir)}
-
-        def record(self, trial, status: str, error: str | None) -> None:
-            if trial.trial_id in self.done:
-                return
-            folder = Path(trial.checkpoint.path) if trial.checkpoint is not None else None
-            row = row_of(trial, status, seed, None, error)
-            metrics = {k: v for k, v in row.items() if k in ("psnr", "ssim", "train_time", "size_mb",
-                                                             "sparse_size_mb", "params", "nonzero_params",
-                                                             "kept_fraction", "pre_retrain_psnr")
-                       and v is not None}
-            row["mlflow_run_id"] = tracker.log_trial(
-                trial_id=trial.trial_id, config=trial.config, metrics=metrics,
-                status="FINISHED" if status == "COMPLETE" else "FAILED", artifacts=folder, error=error)
-            append_trial(study_dir, row)
-            self.done.add(trial.trial_id)
-            rows = read_trials(study_dir)
-            n_ok = sum(r["status"] == "COMPLETE" for r in rows)
-            best = front(rows)
-            summary = ", ".join(f"{trial_run_name(r)} {r['psnr']:.2f}dB/{r['train_time']:.0f}s/"
-                                f"{r['size_mb']:.2f}MB" for r in best[:4])
-            what = (f"{row['psnr']:.2f} dB" if status == "COMPLETE" else f"FAILED: {(error or '')[:120]}")
-            echo(f"[{n_ok} done, {len(rows) - n_ok} failed] trial {trial.trial_id} "
-                 f"{trial_run_name(trial.config)}: {what} | front: {summary}")
+        """Tune callback on the driver: hands every ended trial to the trial log."""
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.record(trial, "COMPLETE", None)
+            log.record(trial_id=trial.trial_id, config=trial.config, result=trial.last_result or {},
+                       checkpoint=Path(trial.checkpoint.path) if trial.checkpoint else None,
+                       status="COMPLETE", error=None)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = None
@@ -205,9 +221,33 @@ def make_recorder(study_dir: Path, tracker: Tracker, seed: int, echo: Callable[[
             if path and os.path.isfile(path):
                 lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
                 error = lines[-1] if lines else None
-            self.record(trial, "FAILED", error or "trial raised an exception")
+            log.record(trial_id=trial.trial_id, config=trial.config, result=trial.last_result or {},
+                       checkpoint=None, status="FAILED", error=error or "trial raised an exception")
 
     return StudyRecorder()
+
+
+def resume_state(study_dir: Path, trainable, log: TrialLog) -> int:
+    """Bring the stores in line after an interruption; returns the number of trials already ended.
+
+    Tune's own restore can re-generate a trial when the driver died between its experiment and
+    search-generator checkpoints, so a resumed study instead continues the Optuna study (the
+    authoritative record of proposals) in a fresh Tune experiment: trials Tune finished but the trial
+    log missed are recorded from the old experiments; trials cut off mid-run are marked failed in
+    Optuna and their configurations enqueued again, so they run to completion once.
+    """
+    import optuna
+    from ray import tune
+
+    for folder in sorted(study_dir.resolve().glob("tune-*")):
+        if tune.Tuner.can_restore(str(folder)):
+            log.reconcile(tune.Tuner.restore(str(folder), trainable=trainable).get_results())
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(study_dir / 'optuna.db').resolve()}")
+    study = optuna.load_study(study_name="study", storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    return len(read_trials(study_dir))
 
 
 def study_summary(study_dir: Path) -> dict:
@@ -249,6 +289,12 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
     from study.dense_cache import load_or_train
 
     space = validate(options)
+    if options.resume:  # the study's own options win: a resumed study must not change its budgets
+        saved = study_summary(options.out)["options"]
+        keep = {"address": options.address, "tracking_uri": options.tracking_uri or saved.get("tracking_uri"),
+                "max_concurrent": options.max_concurrent}
+        options = replace(options, **{k: v for k, v in saved.items() if k in StudyOptions.__dataclass_fields__
+                                      and k not in ("out", "cache_dir", "resume", *keep)}, **keep)
     budget = options.budget(space)
     study_dir = options.out
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +332,6 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
 
     from study.trial import run_trial
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
@@ -306,24 +351,25 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
             tune.with_parameters(run_trial, scene=scene, rays=build_rays_table(scene, "train"),
                                  dense=dense_payload, settings=settings),
             {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
-        recorder = make_recorder(study_dir, tracker, options.seed, echo)
-        tune_dir = study_dir.resolve() / "tune"
-        if options.resume and tune.Tuner.can_restore(str(tune_dir)):
-            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+        log = TrialLog(study_dir, tracker, options.seed, echo)
+        recorder = make_recorder(log)
+        target = len(space.grid) if space.grid else (options.trials or budget.trials)
+        if options.resume:
+            remaining = target - resume_state(study_dir, trainable, log)
         else:
-            n_trials = len(space.grid) if space.grid else (options.trials or budget.trials)
+            remaining = target
+        experiment = f"tune-{len(list(study_dir.glob('tune-*')))}"
+        if remaining > 0:
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune.TuneConfig(search_alg=make_searcher(space, options, study_dir),
-                                            num_samples=n_trials, max_concurrent_trials=options.max_concurrent,
+                tune_config=tune.TuneConfig(search_alg=make_searcher(space, options, study_dir,
+                                                                     resume=options.resume),
+                                            num_samples=remaining, max_concurrent_trials=options.max_concurrent,
                                             reuse_actors=True),
-                run_config=tune.RunConfig(name="tune", storage_path=str(study_dir.resolve()),
+                run_config=tune.RunConfig(name=experiment, storage_path=str(study_dir.resolve()),
                                           callbacks=[recorder], verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=0)))
-        if options.resume:
-            tuner._local_tuner._run_config.callbacks = [recorder]  # restored configs carry no callbacks
-        tuner.fit()
+            log.reconcile(tuner.fit())
     except KeyboardInterrupt:
         status = "KILLED"
         echo("interrupted: finished trials are kept; continue with --resume")
