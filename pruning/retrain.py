@@ -73,6 +73,7 @@ def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Sc
         **run_metrics(train_result, after), **model_metrics(coarse, fine),
         "sparse_size_mb": sum(sparse_size_bytes(m) for m in models) / 1e6,
         "strategy": spec.strategy, "width": spec.width, "beta": spec.beta, "phi": spec.phi,
+        "scaling": spec.scaling,
         "threshold": spec.threshold, "prune_view": spec.prune_view, "prune_seed": seed,
         "kept_fraction": combined_kept_fraction(pruned, inputs),
         "dense_params": model_metrics(model, fine_model)["params"],

@@ -14,7 +14,7 @@ from nerf.model import ModelConfig, NeRFMLP
 from pruning.edge import Masks, check_threshold, edge_prune_, kept_weights, weight_count
 from pruning.graph import hidden_layers, layer_width
 from pruning.scores import NeuronScores, neuron_scores
-from pruning.selection import EDGE, Selection, check_phi, check_strategy, make_strategy
+from pruning.selection import EDGE, Selection, check_phi, check_scaling, check_strategy, make_strategy
 from pruning.surgery import shrink
 
 MAX_WIDTH = 256
@@ -40,6 +40,8 @@ class PruneSpec:
     """Coreset's phi (pruning.selection.PHIS); read by 'coreset' only."""
     threshold: float = 0.0
     """Edge threshold on |w| (>= 0): weights below it are zeroed; 0 zeroes none."""
+    scaling: str = "unbiased"
+    """Coreset's reweighting of survivors: 'unbiased' (Algorithm 1) or 'none'; read by 'coreset' only."""
     prune_view: bool = False
     """Also cut the 128-wide view layer, to width // 2 (half the width, as it is half of 256)."""
 
@@ -56,6 +58,7 @@ class PruneSpec:
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise NerfInputError(f"beta {self.beta!r} is invalid; allowed: a finite number > 0")
         check_phi(self.phi)
+        check_scaling(self.scaling)
         if not math.isfinite(self.threshold):
             raise NerfInputError(f"edge threshold {self.threshold!r} is invalid; allowed: a number >= 0")
         check_threshold(self.threshold)
@@ -108,7 +111,7 @@ def prune(model: NeRFMLP, spec: PruneSpec, *, seed: int | tuple[int, ...]) -> Pr
         assert spec.width is not None
         plan = structured_plan(model.config, width=spec.width, prune_view=spec.prune_view)
         scores = neuron_scores(model, tuple(plan))
-        strategy = make_strategy(spec.strategy, beta=spec.beta, phi=spec.phi)
+        strategy = make_strategy(spec.strategy, beta=spec.beta, phi=spec.phi, scaling=spec.scaling)
         for name, width in plan.items():  # fixed order, so one generator gives reproducible draws
             selections[name] = strategy.select(scores[name], width, generator=generator)
         pruned = shrink(model, selections)

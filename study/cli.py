@@ -129,6 +129,8 @@ def prune(
     width: Optional[int] = typer.Option(None, help="Neurons kept per pruned layer (1..256; structured)."),
     beta: float = typer.Option(3.0, help="Coreset upper-bound controller beta (> 0)."),
     phi: str = typer.Option("relu", help="Coreset activation phi: relu (the paper; beta cancels) | tanh | exp."),
+    scaling: str = typer.Option("unbiased", help="Coreset reweighting of kept neurons: unbiased "
+                                                 "(Algorithm 1) | none."),
     threshold: float = typer.Option(0.0, help="Edge threshold on |w| (>= 0); with a structured strategy "
                                               "it is applied after shrinking (hybrid)."),
     prune_view: bool = typer.Option(False, "--prune-view", help="Also prune the 128-wide view layer to "
@@ -150,7 +152,8 @@ def prune(
     from pruning import PruneSpec, run_prune
 
     try:
-        spec = PruneSpec(strategy=strategy, width=width, beta=beta, phi=phi, threshold=threshold,
+        spec = PruneSpec(strategy=strategy, width=width, beta=beta, phi=phi, scaling=scaling,
+                         threshold=threshold,
                          prune_view=prune_view)
         _, _, meta = load_checkpoint(checkpoint)
         dense_train = (meta.get("config", {}).get("dense") or meta.get("config", {})).get("train", {})

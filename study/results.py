@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 TRIAL_LOG = "trials.jsonl"
 SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("status", pa.string()), ("strategy", pa.string()),
-    ("width", pa.int32()), ("beta", pa.float64()), ("phi", pa.string()), ("threshold", pa.float64()),
+    ("width", pa.int32()), ("beta", pa.float64()), ("phi", pa.string()),
+    ("scaling", pa.string()), ("threshold", pa.float64()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("train_time", pa.float64()),
     ("size_mb", pa.float64()), ("sparse_size_mb", pa.float64()), ("params", pa.int64()),
     ("nonzero_params", pa.int64()), ("flops_per_point", pa.int64()), ("kept_fraction", pa.float64()),

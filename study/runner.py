@@ -118,7 +118,20 @@ def validate(options: StudyOptions) -> SearchSpace:
                                  f"CUDA GPU; use --gpus-per-trial 0 or --address of a GPU cluster")
     if options.tracking_uri:
         check_reachable(options.tracking_uri)
+    check_points(space)
     return space
+
+
+def check_points(space: SearchSpace) -> None:
+    """The preset's fixed points must be valid pruning configs (width 1..256, beta > 0, threshold >= 0)."""
+    from pruning import PruneSpec
+    from study.spaces import trial_config
+
+    for point in space.grid or [trial_config(**{k: v for k, v in p.items() if k != "hybrid"})
+                                for p in space.seed_points]:
+        PruneSpec(strategy=point["strategy"], width=point.get("width"), beta=point.get("beta") or 3.0,
+                  phi=point.get("phi") or "relu", threshold=point.get("threshold") or 0.0,
+                  scaling=point.get("scaling") or "unbiased")
 
 
 def make_sampler(name: str, seed: int):
@@ -154,7 +167,7 @@ def make_searcher(space: SearchSpace, options: StudyOptions, study_dir: Path, *,
 def row_of(trial_id: str, config: dict, result: dict, status: str, seed: int, error: str | None) -> dict:
     row = {"trial_id": trial_id, "status": status, "strategy": config.get("strategy"),
            "width": config.get("width"), "beta": config.get("beta"), "phi": config.get("phi"),
-           "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": None, "error": error,
+           "scaling": config.get("scaling"), "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": None, "error": error,
            "trial_seconds": result.get("time_total_s")}
     for key in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params", "nonzero_params",
                 "flops_per_point", "kept_fraction", "pre_retrain_psnr", "iterations"):

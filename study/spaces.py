@@ -61,11 +61,12 @@ class SearchSpace:
 
 
 def trial_config(strategy: str, width: int | None = None, beta: float = 3.0, phi: str = "relu",
-                 threshold: float = 0.0) -> dict[str, Any]:
+                 threshold: float = 0.0, scaling: str = "unbiased") -> dict[str, Any]:
     """The canonical dict of one trial's pruning parameters (what the trial, MLflow and parquet see)."""
+    coreset = strategy == "coreset"
     return {"strategy": strategy, "width": width if strategy != "edge" else None,
-            "beta": float(beta) if strategy == "coreset" else None,
-            "phi": phi if strategy == "coreset" else None, "threshold": float(threshold)}
+            "beta": float(beta) if coreset else None, "phi": phi if coreset else None,
+            "scaling": scaling if coreset else None, "threshold": float(threshold)}
 
 
 # --- quick -------------------------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def define_quick(trial: optuna.Trial) -> dict[str, Any]:
     width = trial.suggest_categorical("width", [32, 64, 128])
     if strategy == "coreset":
         return trial_config("coreset", width, beta=trial.suggest_float("beta", 0.5, 5.0, log=True),
-                            phi=trial.suggest_categorical("phi", ["relu", "tanh"]))
+                            phi=trial.suggest_categorical("phi", ["relu", "tanh"]),
+                            scaling=trial.suggest_categorical("scaling", ["unbiased", "none"]))
     return trial_config(strategy, width)
 
 
@@ -87,7 +89,8 @@ def flat_quick(trial: optuna.Trial) -> dict[str, Any]:
     width = trial.suggest_categorical("width", [32, 64, 128])
     beta = trial.suggest_float("beta", 0.5, 5.0, log=True)
     phi = trial.suggest_categorical("phi", ["relu", "tanh"])
-    return trial_config(strategy, width, beta, phi, threshold if strategy == "edge" else 0.0)
+    scaling = trial.suggest_categorical("scaling", ["unbiased", "none"])
+    return trial_config(strategy, width, beta, phi, threshold if strategy == "edge" else 0.0, scaling)
 
 
 # --- full --------------------------------------------------------------------------------------------
@@ -105,7 +108,8 @@ def define_full(trial: optuna.Trial) -> dict[str, Any]:
         "hybrid", [False, True]) else 0.0
     if strategy == "coreset":
         return trial_config("coreset", width, beta=trial.suggest_float("beta", 0.1, 10.0, log=True),
-                            phi=trial.suggest_categorical("phi", ["relu", "tanh", "exp"]), threshold=threshold)
+                            phi=trial.suggest_categorical("phi", ["relu", "tanh", "exp"]), threshold=threshold,
+                            scaling=trial.suggest_categorical("scaling", ["unbiased", "none"]))
     return trial_config(strategy, width, threshold=threshold)
 
 
@@ -117,8 +121,9 @@ def flat_full(trial: optuna.Trial) -> dict[str, Any]:
     hybrid_threshold = trial.suggest_float("hybrid_threshold", 0.0, 0.1)
     beta = trial.suggest_float("beta", 0.1, 10.0, log=True)
     phi = trial.suggest_categorical("phi", ["relu", "tanh", "exp"])
+    scaling = trial.suggest_categorical("scaling", ["unbiased", "none"])
     threshold = edge_threshold if strategy == "edge" else (hybrid_threshold if hybrid else 0.0)
-    return trial_config(strategy, width, beta, phi, threshold)
+    return trial_config(strategy, width, beta, phi, threshold, scaling)
 
 
 # --- paper -------------------------------------------------------------------------------------------
@@ -139,7 +144,7 @@ def define_paper(trial: optuna.Trial) -> dict[str, Any]:
     if strategy == "edge":
         return trial_config("edge", threshold=trial.suggest_categorical("threshold", [0.0, 0.05, 0.1]))
     width = trial.suggest_categorical("width", [64, 128])
-    return trial_config(strategy, width, beta=3.0, phi="relu")
+    return trial_config(strategy, width, beta=3.0, phi="relu", scaling="unbiased")
 
 
 def paper_points() -> list[dict[str, Any]]:
@@ -155,11 +160,13 @@ SPACES: dict[str, SearchSpace] = {
                       eval_views=4, trials=6),
         parameters={"strategy": "edge | uniform | importance-prod | coreset", "width": "32 | 64 | 128",
                     "beta": "0.5..5 log (coreset)", "phi": "relu | tanh (coreset)",
+                    "scaling": "unbiased | none (coreset)",
                     "threshold": "0.02..0.15 (edge)"},
         define=define_quick, flat_define=flat_quick,
         seed_points=[{"strategy": "edge", "threshold": 0.05}, {"strategy": "uniform", "width": 64},
                      {"strategy": "importance-prod", "width": 64},
-                     {"strategy": "coreset", "width": 64, "beta": 3.0, "phi": "relu"}]),
+                     {"strategy": "coreset", "width": 64, "beta": 3.0, "phi": "relu",
+                      "scaling": "unbiased"}]),
     "paper": SearchSpace(
         name="paper", description="exactly the configurations of the paper's Tables 1-4, as a grid",
         budget=Budget(downscale=4, rays_per_step=256, samples=64, dense_iters=4000, retrain_iters=2000,
@@ -172,14 +179,15 @@ SPACES: dict[str, SearchSpace] = {
                       eval_views=8, trials=64),
         parameters={"strategy": " | ".join(STRATEGIES), "width": " | ".join(map(str, FULL_WIDTHS)),
                     "beta": "0.1..10 log (coreset)", "phi": "relu | tanh | exp (coreset)",
-                    "threshold": "0..0.2 (edge)", "hybrid": "structured then edge threshold 0..0.1"},
+                    "scaling": "unbiased | none (coreset)", "threshold": "0..0.2 (edge)", "hybrid": "structured then edge threshold 0..0.1"},
         define=define_full, flat_define=flat_full,
         seed_points=[{"strategy": "edge", "threshold": 0.05}, {"strategy": "uniform", "width": 64,
                                                                "hybrid": False},
                      {"strategy": "importance-in", "width": 64, "hybrid": False},
                      {"strategy": "importance-out", "width": 64, "hybrid": False},
                      {"strategy": "importance-prod", "width": 64, "hybrid": False},
-                     {"strategy": "coreset", "width": 128, "hybrid": False, "beta": 3.0, "phi": "relu"}]),
+                     {"strategy": "coreset", "width": 128, "hybrid": False, "beta": 3.0, "phi": "relu",
+                      "scaling": "unbiased"}]),
 }
 
 

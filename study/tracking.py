@@ -39,6 +39,8 @@ def trial_run_name(config: dict) -> str:
         parts.append(f"b{config['beta']:.3g}")
     if config.get("phi") not in (None, "relu"):
         parts.append(config["phi"])
+    if config.get("scaling") == "none":
+        parts.append("noscale")
     if config.get("threshold"):
         parts.append(f"t{config['threshold']:.3g}")
     return "-".join(parts)

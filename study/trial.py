@@ -57,6 +57,7 @@ def run_trial(config: dict, *, scene: Scene, rays: RaysTable, dense: dict, setti
     device = "cuda" if torch.cuda.is_available() and settings.get("gpus_per_trial", 0) > 0 else "cpu"
     spec = PruneSpec(strategy=config["strategy"], width=config.get("width"),
                      beta=config.get("beta") or 3.0, phi=config.get("phi") or "relu",
+                     scaling=config.get("scaling") or "unbiased",
                      threshold=config.get("threshold") or 0.0)
     model = build_model(dense["model_config"], dense["state"])
     fine = build_model(dense["fine_model_config"], dense["fine_state"]) if dense.get("fine_state") else None
