@@ -168,7 +168,8 @@ def row_of(trial_id: str, config: dict, result: dict, status: str, seed: int, er
     row = {"trial_id": trial_id, "status": status, "strategy": config.get("strategy"),
            "width": config.get("width"), "beta": config.get("beta"), "phi": config.get("phi"),
            "scaling": config.get("scaling"), "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": None, "error": error,
-           "trial_seconds": result.get("time_total_s")}
+           "trial_seconds": result.get("time_total_s"),
+           "trial_compute_seconds": result.get("trial_compute_seconds")}
     for key in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params", "nonzero_params",
                 "flops_per_point", "kept_fraction", "pre_retrain_psnr", "iterations"):
         value = result.get(key) if status == "COMPLETE" else None
@@ -185,7 +186,7 @@ class TrialLog:
         self.done = {r["trial_id"] for r in read_trials(study_dir)}
 
     def record(self, *, trial_id: str, config: dict, result: dict, checkpoint: Path | None,
-               status: str, error: str | None) -> None:
+               status: str, error: str | None, running: int = 0) -> None:
         if trial_id in self.done:
             return
         row = row_of(trial_id, config, result, status, self.seed, error)
@@ -202,7 +203,8 @@ class TrialLog:
         summary = ", ".join(f"{trial_run_name(r)} {r['psnr']:.2f}dB/{r['train_time']:.0f}s/"
                             f"{r['size_mb']:.2f}MB" for r in front(rows)[:4])
         what = f"{row['psnr']:.2f} dB" if status == "COMPLETE" else f"FAILED: {(error or '')[:120]}"
-        self.echo(f"[{n_ok} done, {len(rows) - n_ok} failed] trial {trial_id} {trial_run_name(config)}: "
+        self.echo(f"[{n_ok} done, {running} running, {len(rows) - n_ok} failed] trial {trial_id} "
+                  f"{trial_run_name(config)}: "
                   f"{what} | front: {summary}")
 
     def reconcile(self, results) -> None:
@@ -217,6 +219,10 @@ class TrialLog:
                         status="COMPLETE" if result.error is None else "FAILED", error=error)
 
 
+def running(trials, ended) -> int:
+    return sum(t.status == "RUNNING" and t is not ended for t in trials)
+
+
 def make_recorder(log: TrialLog):
     from ray import tune
 
@@ -226,7 +232,7 @@ def make_recorder(log: TrialLog):
         def on_trial_complete(self, iteration, trials, trial, **info):
             log.record(trial_id=trial.trial_id, config=trial.config, result=trial.last_result or {},
                        checkpoint=Path(trial.checkpoint.path) if trial.checkpoint else None,
-                       status="COMPLETE", error=None)
+                       status="COMPLETE", error=None, running=running(trials, trial))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = None
@@ -235,7 +241,8 @@ def make_recorder(log: TrialLog):
                 lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
                 error = lines[-1] if lines else None
             log.record(trial_id=trial.trial_id, config=trial.config, result=trial.last_result or {},
-                       checkpoint=None, status="FAILED", error=error or "trial raised an exception")
+                       checkpoint=None, status="FAILED", error=error or "trial raised an exception",
+                       running=running(trials, trial))
 
     return StudyRecorder()
 
@@ -346,9 +353,12 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
     from study.trial import run_trial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray_start = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
+    ray_init_seconds = time.perf_counter() - ray_start
+    tune_start = time.perf_counter()
     status = "FINISHED"
     try:
         if options.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) < options.gpus_per_trial:
@@ -390,6 +400,8 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
         outputs = rebuild_outputs(study_dir, tracker)
         tracker.finish(status)
     outputs["wall_seconds"] = time.perf_counter() - wall
+    outputs["tune_seconds"] = time.perf_counter() - tune_start
+    outputs["ray_init_seconds"] = ray_init_seconds
     outputs["tracking_uri"] = uri
     outputs["dense"] = dense
     return outputs

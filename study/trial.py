@@ -48,8 +48,11 @@ def injected_failure(config: dict, rule: str | None) -> bool:
 
 
 def run_trial(config: dict, *, scene: Scene, rays: RaysTable, dense: dict, settings: dict) -> None:
+    import time
+
     from ray import tune
 
+    start = time.perf_counter()
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
     if injected_failure(config, settings.get("fail_when")):
@@ -76,6 +79,7 @@ def run_trial(config: dict, *, scene: Scene, rays: RaysTable, dense: dict, setti
         raise FloatingPointError(f"trial diverged: objectives {[metrics[k] for k in OBJECTIVES]}")
     report = {k: float(metrics[k]) for k in SCALAR_METRICS if metrics.get(k) is not None}
     report["device"] = device
+    report["trial_compute_seconds"] = time.perf_counter() - start  # prune + 2 evaluations + retraining
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

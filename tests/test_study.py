@@ -191,7 +191,7 @@ def test_resume_after_killing_the_driver_keeps_every_finished_trial(tmp_path):
     seen = []
     for line in driver.stderr:  # event-driven: kill as soon as the second trial is recorded
         seen.append(line)
-        if line.startswith("[2 done"):
+        if line.startswith("[2 done,"):
             os.killpg(driver.pid, signal.SIGKILL)
             break
     driver.wait(timeout=60)
