@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     p.add_argument("--beta", type=float, default=3.0)
     p.add_argument("--phi", default="relu")
+    p.add_argument("--coreset-scalings", nargs="+", default=["unbiased", "none"],
+                   help="coreset rows per reweighting of kept neurons")
     p.add_argument("--prune-view", action="store_true", help="also halve the view layer")
     p.add_argument("--rays-per-step", type=int, default=None, help="default: the dense run's")
     p.add_argument("--lr", type=float, default=None, help="default: the dense run's")
@@ -92,12 +94,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                  "seconds_per_1k_iters": ref_train.seconds_per_1k}
     rows = [dense_row]
 
-    specs = [PruneSpec(s, width=w, beta=args.beta, phi=args.phi, prune_view=args.prune_view)
-             for s in args.strategies for w in args.widths]
+    specs = [PruneSpec(s, width=w, beta=args.beta, phi=args.phi, scaling=sc, prune_view=args.prune_view)
+             for s in args.strategies for w in args.widths
+             for sc in (args.coreset_scalings if s == "coreset" else ["unbiased"])]
     specs += [PruneSpec("edge", threshold=t) for t in args.thresholds]
     retrain = replace(base, iterations=args.retrain_iters)
     for spec in specs:
         setting = f"width {spec.width}" if spec.structured else f"threshold {spec.threshold:g}"
+        if spec.strategy == "coreset" and spec.scaling != "unbiased":
+            setting += f", scaling {spec.scaling}"
         log(f"{spec.strategy} {setting}: pruning and retraining {args.retrain_iters} iterations")
         start = time.perf_counter()
         run = prune_retrain_evaluate(model, fine, scene, rays, spec, retrain=retrain, render=render,

@@ -134,7 +134,9 @@ def write_report(study_dir: Path, rows: list[dict], study: dict) -> Path:
         lines += [f"Dense baseline: PSNR {dense.get('psnr', float('nan')):.2f} dB, "
                   f"{dense.get('seconds_per_1k_iters', float('nan')):.1f} s / 1k iters, "
                   f"{dense.get('size_mb', float('nan')):.3f} MB, {dense.get('params', 0):,} params, "
-                  f"{dense.get('iterations')} iterations.", ""]
+                  f"{dense.get('iterations')} iterations. Its time was taken training alone on every core; "
+                  f"trials run {study.get('options', {}).get('cpus_per_trial', 1)} CPU(s) each, side by "
+                  f"side, so compare trial times with each other, not with this one.", ""]
     lines += ["## Pareto front (PSNR up, training time down, size down)", "", front_table(pf), ""]
     if pf:
         best = pf[0]

@@ -25,3 +25,12 @@ def tiny_scene():
     from nerf.data.loader import load_scene
 
     return load_scene("synthetic", downscale=4, seed=0)  # 16 px, 40 train views
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: on a shared 2-core machine torch's thread pool costs more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -33,13 +33,7 @@ from pruning.sparse import encode_tensor
 TINY = ModelConfig(trunk_widths=(32,) * 8, feature_width=32, view_width=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small: on a shared 2-core machine torch's thread pool costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @contextmanager
