@@ -509,7 +509,8 @@ def test_bench_prune_table_runs(dense_run: Path, capsys) -> None:
                        "--widths", "8", "--strategies", "coreset", "uniform", "--thresholds", "0.1",
                        "--eval-views", "1"])
     assert [(r["method"], r["setting"]) for r in rows] == [
-        ("dense", "-"), ("coreset", "width 8"), ("uniform", "width 8"), ("edge", "threshold 0.1")]
+        ("dense", "-"), ("coreset", "width 8"), ("coreset", "width 8, scaling none"), ("uniform", "width 8"),
+        ("edge", "threshold 0.1")]
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(rows)
     assert all(line.count("|") == table[0].count("|") for line in table)
