@@ -333,6 +333,8 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
     previous = study_summary(study_dir) if options.resume else {}
     tracker = Tracker(uri, f"study-{study_dir.resolve().name}",
                       parent_run_id=previous.get("mlflow", {}).get("parent_run_id"),
+                      artifact_location=None if options.tracking_uri else
+                      (study_dir / "artifacts").resolve().as_uri(),
                       study_params={"space": options.space, "sampler": options.sampler, "seed": options.seed,
                                     "data": data.portable().source, **asdict(budget)})
     study = {"format": STUDY_FORMAT, "name": study_dir.resolve().name, "space": options.space,

@@ -50,7 +50,9 @@ class Tracker:
     """Owns the study's MLflow experiment and parent run; resumable through the parent run id."""
 
     def __init__(self, uri: str, experiment: str, *, parent_run_id: str | None = None,
-                 study_params: dict | None = None) -> None:
+                 study_params: dict | None = None, artifact_location: str | None = None) -> None:
+        """artifact_location: where a new experiment keeps artifacts (None: the store's default, which
+        for a local sqlite store is ./mlruns of the current directory, so pass the study folder)."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -58,7 +60,8 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=artifact_location)
         if parent_run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=experiment,
                                          tags={"study": experiment, "kind": "study"})

@@ -105,6 +105,10 @@ def test_mlflow_child_runs_sit_under_the_parent_with_params_metrics_and_artifact
         assert len(curve) >= 2
     coreset = [c for c in done if c.data.params["strategy"] == "coreset"][0]
     assert coreset.info.run_name == "coreset-w64-b3"
+    # artifacts live in the study folder, not in the directory the study was launched from
+    location = client.get_experiment(parent.info.experiment_id).artifact_location
+    assert location == (study["dir"] / "artifacts").resolve().as_uri()
+    assert list((study["dir"] / "artifacts").rglob("model.pt"))
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.parquet", "pareto.png", "report.md"} <= parent_artifacts
 
