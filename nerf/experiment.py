@@ -125,9 +125,7 @@ def run_dense(config: DenseConfig, out_dir: Path | None, *,
     metrics = {"scene": scene.name, "resolution": [scene.height, scene.width],
                **run_metrics(train_result, eval_result), **model_metrics(model, fine),
                "curve": train_result.curve, "config": config.to_dict(), "machine": machine_info()}
+    metrics["wall_seconds"] = time.perf_counter() - wall  # everything but writing the files
     if out_dir is not None:
         write_run(out_dir, model, fine, scene, metrics, eval_result, config.eval)
-    metrics["wall_seconds"] = time.perf_counter() - wall
-    if out_dir is not None:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

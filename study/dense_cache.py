@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -69,7 +70,10 @@ def load_or_train(config: DenseConfig, scene: Scene, *, cache_dir: Path | None =
     if not cached:
         tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
         run_dense(config, tmp, on_step=on_step, scene=scene)
-        tmp.replace(folder) if not folder.exists() else None  # atomic: a half-written run never hits
+        if folder.exists():  # another process trained the same model meanwhile: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            tmp.replace(folder)  # atomic: a half-written run never hits
     model, fine, _ = load_checkpoint(folder)
     as_numpy = lambda m: {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}  # noqa: E731
     return DenseModel(key=key, path=folder, model_config=model.config.to_dict(), state=as_numpy(model),
