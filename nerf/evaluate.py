@@ -123,14 +123,16 @@ def evaluate(model: NeRFMLP, scene: Scene, *, render: RenderConfig, config: Eval
 def save_renders(result: EvalResult, scene: Scene, out_dir: Path, *, split: str = "test",
                  count: int = 4) -> list[Path]:
     """Write prediction | ground truth side by side as PNG for the first `count` scored views."""
-    from PIL import Image
-
     out_dir.mkdir(parents=True, exist_ok=True)
     gts = scene.split(split).images
-    paths = []
-    for idx, img in list(zip(result.view_indices, result.images))[:count]:
-        pair = np.concatenate([img, gts[idx]], axis=1)
-        path = out_dir / f"{split}_{idx:03d}.png"
-        Image.fromarray((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return [save_pair_png(img, gts[idx], out_dir / f"{split}_{idx:03d}.png")
+            for idx, img in list(zip(result.view_indices, result.images))[:count]]
+
+
+def save_pair_png(prediction: np.ndarray, target: np.ndarray, path: Path) -> Path:
+    """Prediction beside ground truth, (H, 2W, 3) 8-bit PNG."""
+    from PIL import Image
+
+    pair = np.concatenate([prediction, target], axis=1)
+    Image.fromarray((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -155,7 +155,3 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
     synchronize(device)
     result.train_seconds = time.perf_counter() - start
     return result
-
-
-def config_dict(config: TrainConfig) -> dict:
-    return asdict(config)

@@ -150,13 +150,14 @@ def prune(
     from nerf.evaluate import EvalConfig
     from nerf.train import TrainConfig
     from pruning import PruneSpec, run_prune
+    from pruning.retrain import dense_config_of
 
     try:
         spec = PruneSpec(strategy=strategy, width=width, beta=beta, phi=phi, scaling=scaling,
                          threshold=threshold,
                          prune_view=prune_view)
         _, _, meta = load_checkpoint(checkpoint)
-        dense_train = (meta.get("config", {}).get("dense") or meta.get("config", {})).get("train", {})
+        dense_train = dense_config_of(meta).get("train", {})
         retrain = TrainConfig(iterations=retrain_iters,
                               rays_per_step=rays_per_step or dense_train.get("rays_per_step", 256),
                               seed=seed, precision=precision, device=device, threads=threads)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study.tracking import trial_run_name
+
 TRIAL_LOG = "trials.jsonl"
 SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("status", pa.string()), ("strategy", pa.string()),
@@ -74,12 +76,6 @@ def front(rows: list[dict]) -> list[dict]:
     return sorted((r for r, f in zip(rows, pareto_flags(rows)) if f), key=lambda r: -r["psnr"])
 
 
-def describe_config(row: dict) -> str:
-    from study.tracking import trial_run_name
-
-    return trial_run_name(row)
-
-
 def plot_front(study_dir: Path, rows: list[dict]) -> Path:
     import matplotlib
 
@@ -98,7 +94,7 @@ def plot_front(study_dir: Path, rows: list[dict]) -> Path:
     ax.plot([r["train_time"] for r in on_front], [r["psnr"] for r in on_front], "k--", lw=1,
             label="Pareto front")
     for r in on_front:
-        ax.annotate(f"{describe_config(r)} ({r['size_mb']:.2f} MB)", (r["train_time"], r["psnr"]),
+        ax.annotate(f"{trial_run_name(r)} ({r['size_mb']:.2f} MB)", (r["train_time"], r["psnr"]),
                     fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("retraining time (s per 1,000 iterations)")
     ax.set_ylabel("test PSNR (dB)")
@@ -115,7 +111,7 @@ def front_table(rows: list[dict]) -> str:
     lines = ["| trial | config | PSNR (dB) | SSIM | s / 1k iters | size (MB) | params | kept |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['trial_id']} | {describe_config(r)} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+        lines.append(f"| {r['trial_id']} | {trial_run_name(r)} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                      f"{r['train_time']:.1f} | {r['size_mb']:.3f} | {r['params']:,} | "
                      f"{r['kept_fraction']:.2f} |")
     return "\n".join(lines)
@@ -143,13 +139,13 @@ def write_report(study_dir: Path, rows: list[dict], study: dict) -> Path:
         smallest = min(pf, key=lambda r: r["size_mb"])
         fastest = min(pf, key=lambda r: r["train_time"])
         lines += ["## Best trade-offs", "",
-                  f"- Highest PSNR: {describe_config(best)} at {best['psnr']:.2f} dB.",
-                  f"- Smallest: {describe_config(smallest)} at {smallest['size_mb']:.3f} MB "
+                  f"- Highest PSNR: {trial_run_name(best)} at {best['psnr']:.2f} dB.",
+                  f"- Smallest: {trial_run_name(smallest)} at {smallest['size_mb']:.3f} MB "
                   f"({smallest['psnr']:.2f} dB).",
-                  f"- Fastest retraining: {describe_config(fastest)} at {fastest['train_time']:.1f} s / 1k "
+                  f"- Fastest retraining: {trial_run_name(fastest)} at {fastest['train_time']:.1f} s / 1k "
                   f"iters ({fastest['psnr']:.2f} dB).", ""]
     if failed:
-        lines += ["## Failed trials", ""] + [f"- {r['trial_id']} {describe_config(r)}: "
+        lines += ["## Failed trials", ""] + [f"- {r['trial_id']} {trial_run_name(r)}: "
                                              f"{(r.get('error') or '').splitlines()[0][:200] if r.get('error') else 'error'}"
                                              for r in failed] + [""]
     lines += ["## Budgets", "", "```json", json.dumps(study.get("budget", {}), indent=2), "```", "",

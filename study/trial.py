@@ -17,7 +17,7 @@ import torch
 
 from nerf.checkpoint import save_checkpoint
 from nerf.data.scene import Scene
-from nerf.evaluate import EvalConfig
+from nerf.evaluate import EvalConfig, save_pair_png
 from nerf.model import ModelConfig, NeRFMLP
 from nerf.rays import RaysTable
 from nerf.render import RenderConfig
@@ -89,9 +89,6 @@ def run_trial(config: dict, *, scene: Scene, rays: RaysTable, dense: dict, setti
             {**{k: v for k, v in metrics.items() if k != "curve"}, "trial_config": config}, indent=2,
             default=str))
         (folder / "curve.json").write_text(json.dumps(metrics["curve"]))
-        from PIL import Image
-
         idx = run.eval_result.view_indices[0]
-        pair = np.concatenate([run.eval_result.images[0], scene.test.images[idx]], axis=1)
-        Image.fromarray((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)).save(folder / "render.png")
+        save_pair_png(run.eval_result.images[0], scene.test.images[idx], folder / "render.png")
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
