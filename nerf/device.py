@@ -59,3 +59,31 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameter numbers (malloc.h)
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Stop glibc from handing large freed blocks back to the kernel; returns whether it took effect.
+
+    A training step allocates and frees the same few dozen activations of 16-70 MB each. glibc serves
+    blocks above 32 MB with a fresh mmap and unmaps them on free, so every step paid for page faults and
+    the kernel zero-filling ~2 GB (measured: 40% of an fp32 step, 50% of a bf16 one on 2 cores). Serving
+    them from the heap and never trimming it lets the next step reuse the same pages. The process keeps
+    its high-water mark of memory, which is what a training process needs anyway. No-op off glibc.
+    """
+    global _heap_kept
+    if _heap_kept is not None:
+        return _heap_kept
+    _heap_kept = False
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        _heap_kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        pass
+    return _heap_kept
+
+
+_heap_kept: bool | None = None

@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from nerf.data.scene import Scene
-from nerf.device import autocast, resolve_device, resolve_precision
+from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
 from nerf.model import NeRFMLP
 from nerf.rays import view_rays
 from nerf.render import RenderConfig, render_rays
@@ -97,6 +97,8 @@ def evaluate(model: NeRFMLP, scene: Scene, *, render: RenderConfig, config: Eval
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    if dev.type == "cpu":
+        keep_freed_cpu_memory()
     views = scene.split(config.split)
     indices = pick_views(len(views), config.max_views)
     models = [m for m in (model, fine_model) if m is not None]

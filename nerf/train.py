@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nerf.device import autocast, resolve_device, resolve_precision, synchronize
+from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision, synchronize
 from nerf.errors import NerfInputError
 from nerf.model import NeRFMLP
 from nerf.rays import RaysTable
@@ -61,6 +61,29 @@ class StepStats:
 
 
 @dataclass
+class TrainState:
+    """Where a run stands after `iteration` steps: with the model weights, enough to continue it exactly
+    (same rays, same jitter, same Adam moments) after the process running it was lost."""
+
+    iteration: int
+    optimizer: dict
+    scaler: dict
+    generator: torch.Tensor
+    """State of the generator that draws rays and sample jitter."""
+    curve: list[dict]
+    train_seconds: float
+    """Optimisation wall seconds spent so far (checkpoint writing excluded)."""
+
+    def to_dict(self) -> dict:
+        return {"iteration": self.iteration, "optimizer": self.optimizer, "scaler": self.scaler,
+                "generator": self.generator, "curve": self.curve, "train_seconds": self.train_seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        return cls(**d)
+
+
+@dataclass
 class TrainResult:
     iterations: int
     train_seconds: float
@@ -94,12 +117,20 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.A
 def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
           background: tuple[float, float, float], render: RenderConfig, config: TrainConfig,
           fine_model: NeRFMLP | None = None,
-          on_step: Callable[[StepStats], None] | None = None) -> TrainResult:
-    """Optimise `model` (and `fine_model`) in place on the rays table; returns timings and the curve."""
+          on_step: Callable[[StepStats], None] | None = None,
+          resume: TrainState | None = None, checkpoint_every: int = 0,
+          on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainResult:
+    """Optimise `model` (and `fine_model`) in place on the rays table; returns timings and the curve.
+
+    Every `checkpoint_every` steps (before the last) `on_checkpoint` receives the run's state; the caller
+    saves it with the weights. `resume` continues from such a state (weights already loaded).
+    """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    if device.type == "cpu":
+        keep_freed_cpu_memory()
     models = [m for m in (model, fine_model) if m is not None]
     for m in models:
         m.to(device).train()
@@ -115,9 +146,18 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
 
     result = TrainResult(iterations=config.iterations, train_seconds=0.0, precision=precision,
                          device=str(device))
+    first, spent_before = 1, 0.0
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        if resume.scaler:
+            scaler.load_state_dict(resume.scaler)
+        gen.set_state(resume.generator.cpu())  # generator states are CPU byte tensors, CUDA ones too
+        result.curve = list(resume.curve)
+        first, spent_before = resume.iteration + 1, resume.train_seconds
     synchronize(device)
     start = last_log = time.perf_counter()
-    for it in range(1, config.iterations + 1):
+    paused = 0.0  # seconds spent in on_checkpoint, not training
+    for it in range(first, config.iterations + 1):
         if it <= config.precrop_iters and len(center_idx) > 0:
             pick = torch.randint(len(center_idx), (config.rays_per_step,), generator=gen, device=device)
             idx = center_idx[pick]
@@ -152,6 +192,15 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
             result.curve.append({"iteration": it, "loss": stats.loss, "psnr": stats.psnr})
             if on_step is not None:
                 on_step(stats)
+        if on_checkpoint is not None and checkpoint_every and it % checkpoint_every == 0 \
+                and it < config.iterations:
+            synchronize(device)
+            pause = time.perf_counter()
+            on_checkpoint(TrainState(
+                iteration=it, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                generator=gen.get_state(), curve=list(result.curve),
+                train_seconds=spent_before + pause - start - paused))
+            paused += time.perf_counter() - pause
     synchronize(device)
-    result.train_seconds = time.perf_counter() - start
+    result.train_seconds = spent_before + time.perf_counter() - start - paused
     return result

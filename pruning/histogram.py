@@ -49,8 +49,9 @@ def save_weight_histogram_png(model: nn.Module, path: Path, *, bins: int = 50, m
     ax.bar(edges[:-1], share, width=np.diff(edges), align="edge", color="tab:blue")
     for t in MARKS:
         ax.axvline(t, color="tab:red", linestyle="--", linewidth=1)
-        ax.text(t, ax.get_ylim()[1] * 0.95, f" {100 * hist['fraction_below'][t]:.0f}% < {t}",
-                color="tab:red", fontsize=8, va="top")
+    # one text block, not a label per line: neighbouring thresholds would print over each other
+    ax.text(0.97, 0.95, "\n".join(f"{100 * hist['fraction_below'][t]:.0f}% of |w| < {t}" for t in MARKS),
+            transform=ax.transAxes, ha="right", va="top", color="tab:red", fontsize=9)
     ax.set_xlabel("|weight|")
     ax.set_ylabel("share of weights")
     ax.set_title(f"Edge weights ({hist['total']:,} weights, {hist['overflow']} above {max_abs})")

@@ -22,7 +22,7 @@ from nerf.experiment import DataConfig, machine_info, model_metrics, run_metrics
 from nerf.model import NeRFMLP
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
-from nerf.train import StepStats, TrainConfig, TrainResult, train
+from nerf.train import StepStats, TrainConfig, TrainResult, TrainState, train
 from pruning.edge import masks_enforced
 from pruning.sparse import sparse_size_bytes
 from pruning.spec import PruneResult, PruneSpec, combined_kept_fraction, prune
@@ -45,8 +45,16 @@ class PrunedRun:
 def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Scene, rays: RaysTable,
                            spec: PruneSpec, *, retrain: TrainConfig, render: RenderConfig,
                            eval_config: EvalConfig, seed: int,
-                           on_step: Callable[[StepStats], None] | None = None) -> PrunedRun:
-    """prune_and_retrain, returning the evaluation and training results as well."""
+                           on_step: Callable[[StepStats], None] | None = None,
+                           resume: dict | None = None, checkpoint_every: int = 0,
+                           on_checkpoint: Callable[[dict], None] | None = None) -> PrunedRun:
+    """prune_and_retrain, returning the evaluation and training results as well.
+
+    Mid-retraining checkpoints: every `checkpoint_every` steps `on_checkpoint` receives a dict of plain
+    tensors and numbers (the pruned weights and the TrainState) that torch.save/load(weights_only=True)
+    round-trip (live tensors: save them during the call); passing it back as `resume` re-prunes (deterministic for the seed, so the same shapes and
+    edge masks) and continues the retraining where it stopped.
+    """
     start = time.perf_counter()
     pruned = [prune(model, spec, seed=seed)]
     if fine_model is not None:
@@ -54,17 +62,35 @@ def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Sc
     prune_seconds = time.perf_counter() - start
     coarse = pruned[0].model
     fine = pruned[1].model if fine_model is not None else None
+    train_state = None
+    if resume is not None:
+        before_psnr, before_ssim = resume["pre_retrain_psnr"], resume["pre_retrain_ssim"]
+        coarse.load_state_dict(resume["model"])
+        if fine is not None:
+            fine.load_state_dict(resume["fine_model"])
+        train_state = TrainState.from_dict(resume["train"])
 
     def score() -> EvalResult:
         return evaluate(coarse, scene, render=render, config=eval_config, device=retrain.device,
                         precision=retrain.precision, fine_model=fine)
 
-    before = score()
+    if resume is None:
+        before = score()
+        before_psnr, before_ssim = before.psnr, before.ssim
+
+    def save_state(state: TrainState) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint({"model": coarse.state_dict(), "fine_model": fine.state_dict() if fine else None,
+                           "train": state.to_dict(), "pre_retrain_psnr": before_psnr,
+                           "pre_retrain_ssim": before_ssim})
+
     with ExitStack() as stack:
         for result in pruned:
             stack.enter_context(masks_enforced(result.model, result.masks))
         train_result = train(coarse, rays, near=scene.near, far=scene.far, background=scene.background,
-                             render=render, config=retrain, fine_model=fine, on_step=on_step)
+                             render=render, config=retrain, fine_model=fine, on_step=on_step,
+                             resume=train_state, checkpoint_every=checkpoint_every,
+                             on_checkpoint=save_state)
     after = score()
     models = [m for m in (coarse, fine) if m is not None]
     inputs = [m for m in (model, fine_model) if m is not None]
@@ -77,7 +103,8 @@ def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Sc
         "threshold": spec.threshold, "prune_view": spec.prune_view, "prune_seed": seed,
         "kept_fraction": combined_kept_fraction(pruned, inputs),
         "dense_params": model_metrics(model, fine_model)["params"],
-        "pre_retrain_psnr": before.psnr, "pre_retrain_ssim": before.ssim,
+        "pre_retrain_psnr": before_psnr, "pre_retrain_ssim": before_ssim,
+        "resumed_from_iteration": train_state.iteration if train_state is not None else 0,
         "prune_seconds": prune_seconds, "curve": train_result.curve,
     }
     return PrunedRun(model=coarse, fine_model=fine, metrics=metrics, eval_result=after,

@@ -60,6 +60,17 @@ def progress_printer(total: int, label: str) -> tuple[Callable, Callable]:
     return on_step, progress.stop
 
 
+def parse_ints(text: str, name: str) -> list[int]:
+    """'256,128,64' -> [256, 128, 64]; anything else is a one-line error naming the bad value."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise NerfInputError(f"--{name} must be comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise NerfInputError(f"--{name} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
 def summary_line(metrics: dict) -> str:
     return (f"psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.3f}  params {metrics['params']:,}  "
             f"size {metrics['size_mb']:.3f} MB  {metrics['seconds_per_1k_iters']:.1f} s/1k iters  "
@@ -210,6 +221,16 @@ def launch(
     downscale: Optional[int] = typer.Option(None, help="Override the space's image downscale."),
     dense_iters: Optional[int] = typer.Option(None, help="Override the space's dense iterations."),
     retrain_iters: Optional[int] = typer.Option(None, help="Override the space's retraining iterations."),
+    rays_per_step: Optional[int] = typer.Option(None, help="Override the space's rays per training step."),
+    samples: Optional[int] = typer.Option(None, help="Override the space's coarse samples per ray."),
+    eval_views: Optional[int] = typer.Option(None, help="Override the space's number of test views scored."),
+    storage_path: Optional[str] = typer.Option(None, help="Trial folders and checkpoints: a path every "
+                                                          "node sees, or s3:// / gs:// (multi-node)."),
+    trial_retries: int = typer.Option(2, help="Restarts of a crashed trial from its last checkpoint."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Retraining steps between a trial's "
+                                                              "checkpoints (default: a quarter; 0: none)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Dense-model cache folder (default: "
+                                                        "$NERF_STUDY_CACHE or ~/.cache/nerf-prune-study)."),
 ) -> None:
     """Run a pruning study: Ray Tune trials proposed by Optuna, recorded in MLflow and Parquet."""
     from study.runner import StudyOptions, launch as run_study
@@ -218,7 +239,10 @@ def launch(
                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, sampler=sampler,
                            seed=seed, address=address, tracking_uri=tracking_uri, resume=resume,
                            precision=precision, downscale=downscale, dense_iters=dense_iters,
-                           retrain_iters=retrain_iters)
+                           retrain_iters=retrain_iters, rays_per_step=rays_per_step, samples=samples,
+                           eval_views=eval_views, storage_path=storage_path,
+                           trial_retries=trial_retries, checkpoint_every=checkpoint_every,
+                           cache_dir=cache_dir)
     try:
         from nerf.device import resolve_precision
         import torch
@@ -242,6 +266,136 @@ def print_outcome(out: Path, result: dict) -> None:
     typer.echo(f"report:        {out}/report.md  (plot {out}/pareto.png)")
     typer.echo(f"MLflow store:  {result['tracking_uri']}  (browse: study ui {out})")
     typer.echo(f"Optuna store:  sqlite:///{out}/optuna.db  (study name 'study')")
+
+
+@app.command()
+def bench(
+    data: str = typer.Option("synthetic", help="Scene whose training rays are timed (shapes, not content, "
+                                                "set the cost): 'synthetic' or a Blender/LLFF folder."),
+    downscale: int = typer.Option(1, help="Integer factor to shrink images by on load."),
+    rays: int = typer.Option(1024, help="Rays per step."),
+    samples: int = typer.Option(64, help="Coarse samples per ray."),
+    widths: str = typer.Option("256,128,64", help="Comma-separated widths; the first is the reference."),
+    precision: str = typer.Option("auto,fp32", help="Comma-separated precisions timed at every width."),
+    repeats: int = typer.Option(5, help="Timed steps per row (median reported), after 2 warm-up steps."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)."),
+    time_to_psnr: Optional[float] = typer.Option(None, help="Also train a dense model on --data until "
+                                                            "this test PSNR (dB) and time it."),
+    ttp_iters: int = typer.Option(4000, help="Iteration cap of the --time-to-psnr run."),
+    ttp_rays: int = typer.Option(256, help="Rays per step of the --time-to-psnr run."),
+    overhead: bool = typer.Option(False, "--overhead", help="Also run a `quick` study on the built-in "
+                                                            "scene and measure the per-trial overhead."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Time training steps (dense and pruned widths, each precision), optionally time-to-PSNR and
+    study overhead, in one process."""
+    import tempfile
+    from dataclasses import asdict
+
+    import torch
+
+    from nerf.benchmark import StepBenchConfig, run_step_bench
+    from nerf.benchmark import time_to_psnr as measure_time_to_psnr
+    from nerf.device import resolve_device, resolve_precision
+    from nerf.experiment import DataConfig, machine_info
+    from nerf.render import RenderConfig
+    from nerf.train import TrainConfig
+
+    try:
+        width_list = parse_ints(widths, "widths")
+        precisions = tuple(p.strip() for p in precision.split(",") if p.strip())
+        for p in precisions:
+            resolve_precision(p, resolve_device(device))
+        for name, value, low in (("rays", rays, 1), ("samples", samples, 2), ("repeats", repeats, 1),
+                                 ("ttp-iters", ttp_iters, 1), ("ttp-rays", ttp_rays, 1)):
+            if value < low:
+                raise NerfInputError(f"--{name} must be >= {low}, got {value}")
+        if threads is not None:
+            if threads < 1:
+                raise NerfInputError(f"--threads must be a positive integer, got {threads}")
+            torch.set_num_threads(threads)
+        scene = DataConfig(data, downscale=downscale).load()
+        config = StepBenchConfig(rays=rays, samples=samples, widths=tuple(width_list), precisions=precisions,
+                                 repeats=repeats, device=device)
+        steps = run_step_bench(scene, config)
+    except NerfInputError as exc:
+        fail(str(exc))
+    main_precision = steps.rows[0].precision
+    dense = steps.row(width_list[0], main_precision)
+    out: dict = {"scene": scene.name, "image_px": scene.height, "rays": rays, "samples": samples,
+                 "device": steps.device, "threads": steps.threads, "precision": main_precision,
+                 "dense_s_per_iter": dense.seconds_per_step,
+                 "fp32_peak_fraction": steps.row(width_list[0], "fp32").peak_fraction
+                 if any(r.precision == "fp32" for r in steps.rows) else None,
+                 **{f"ratio_w{w}": steps.row(w, main_precision).ratio for w in width_list[1:]},
+                 "peaks_gflops": steps.peaks_gflops, "rows": [asdict(r) for r in steps.rows],
+                 "machine": machine_info()}
+    if time_to_psnr is not None:
+        ttp = measure_time_to_psnr(scene, target_psnr=time_to_psnr, render=RenderConfig(n_samples=samples),
+                                   train_config=TrainConfig(iterations=ttp_iters, rays_per_step=ttp_rays,
+                                                            device=device, log_every=50))
+        out["time_to_psnr"] = asdict(ttp)
+    if overhead:
+        from study.overhead import measure_study_overhead
+        with tempfile.TemporaryDirectory() as tmp:
+            out["study_overhead"] = measure_study_overhead(Path(tmp) / "overhead")
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{scene.name} {scene.height}px, {rays} rays x {samples} samples per step, {steps.device}, "
+               f"{steps.threads} threads; matmul peak " + ", ".join(
+                   f"{p} {g:.0f} GFLOP/s" for p, g in steps.peaks_gflops.items()))
+    typer.echo("| width | precision | params | s / step | GFLOP / step | % of matmul peak | step / dense step |")
+    typer.echo("|---|---|---|---|---|---|---|")
+    for r in steps.rows:
+        typer.echo(f"| {r.width} | {r.precision} | {r.params:,} | {r.seconds_per_step:.3f} | "
+                   f"{r.gflop_per_step:.0f} | {100 * r.peak_fraction:.0f}% | {r.ratio:.2f} |")
+    if "time_to_psnr" in out:
+        t = out["time_to_psnr"]
+        typer.echo(f"time to {t['target_psnr']:.1f} dB test PSNR: " + (
+            f"{t['train_seconds']:.0f} s ({t['iterations']} iters of {ttp_rays} rays)" if t["reached"] else
+            f"not reached in {t['iterations']} iters ({t['psnr']:.2f} dB after {t['train_seconds']:.0f} s)"))
+    if "study_overhead" in out:
+        o = out["study_overhead"]
+        typer.echo(f"study overhead ({o['space']}, {o['trials']} trials, {o['max_concurrent']} concurrent): "
+                   f"{100 * o['per_trial_overhead_fraction']:.1f}% per trial ({o['mean_gap_s']:.2f} s between "
+                   f"trials on an actor, {o['mean_trial_compute_s']:.1f} s compute); one-off: Ray start "
+                   f"{o['ray_init_s']:.1f} s, actor start-up {o['startup_s']:.1f} s")
+
+
+@app.command()
+def paper(
+    data: str = typer.Option("synthetic", help="Scene: a Blender folder such as nerf_synthetic/lego, or "
+                                                "'synthetic' (the built-in scene)."),
+    out: Path = typer.Option(Path("runs/paper"), help="Study folder; the report is OUT/paper_report.md."),
+    budget: str = typer.Option("cpu", help="cpu (lego 100 px, < 1 h on 2 cores) | paper (GPU, paper "
+                                           "scale) | toy (smoke test)."),
+    seed: int = typer.Option(0, help="Study seed; replicate r of a configuration uses seed + r."),
+    replicates: Optional[int] = typer.Option(None, help="Seeds per neuron-pruning configuration "
+                                                        "(default: the budget's)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial (fractions pack trials on a GPU)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address ('auto' inside a Ray job)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: sqlite in OUT)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Dense-model cache folder."),
+    storage_path: Optional[str] = typer.Option(None, help="Trial folders on shared storage (multi-node)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT."),
+) -> None:
+    """Reproduce the paper: Tables 1-4 and Figs. 2 and 4 beside the paper's numbers (OUT/paper_report.md)."""
+    from study.paper import run_paper
+
+    command = "study paper " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "study paper"
+    try:
+        result = run_paper(data=data, out=out, budget_name=budget, seed=seed, replicates=replicates,
+                           tracking_uri=tracking_uri, address=address, gpus_per_trial=gpus_per_trial,
+                           cache_dir=cache_dir, resume=resume, precision=precision, command=command,
+                           storage_path=storage_path,
+                           echo=lambda line: typer.echo(line, err=True))
+    except NerfInputError as exc:
+        fail(str(exc))
+    typer.echo(result["report"].read_text())
+    typer.echo(f"wrote {result['report']} (also logged to MLflow run {result['parent_run_id']})", err=True)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from typing import Callable
 
 from nerf.errors import NerfInputError
 from study.results import append_trial, front, plot_front, read_trials, write_report, write_table
-from study.spaces import Budget, SearchSpace, get_space, paper_points
+from study.spaces import Budget, SearchSpace, get_space, paper_grid, paper_points
 from study.tracking import Tracker, check_reachable, default_tracking_uri, trial_run_name
 from study.trial import MODES, OBJECTIVES
 
@@ -60,6 +60,24 @@ class StudyOptions:
     """Override the space's dense-model iterations."""
     retrain_iters: int | None = None
     """Override the space's retraining iterations per trial."""
+    rays_per_step: int | None = None
+    """Override the space's rays per training step."""
+    samples: int | None = None
+    """Override the space's coarse samples per ray."""
+    eval_views: int | None = None
+    """Override the space's number of test views scored."""
+    replicates: int = 1
+    """Grid spaces only: runs of each neuron-pruning configuration, seeds seed, seed+1, ..."""
+    storage_path: str | None = None
+    """Where Tune keeps trial folders and checkpoints: a path every node sees (NFS) or a URI (s3://,
+    gs://). Default: the study folder, right for one machine. Ray does not sync trial folders to the
+    head node, so a multi-node study needs this."""
+    trial_retries: int = 2
+    """Times a trial that crashed (a lost node, a killed worker) is restarted from its last checkpoint
+    before it is recorded as failed."""
+    checkpoint_every: int | None = None
+    """Retraining steps between a trial's mid-run checkpoints (default: a quarter of the retraining;
+    0: none)."""
     cache_dir: Path | None = None
     """Dense-model cache (default ~/.cache/nerf-prune-study/dense or $NERF_STUDY_CACHE)."""
     fail_when: str | None = None
@@ -69,7 +87,13 @@ class StudyOptions:
         b = space.budget
         return replace(b, downscale=self.downscale or b.downscale,
                        dense_iters=self.dense_iters or b.dense_iters,
-                       retrain_iters=self.retrain_iters or b.retrain_iters)
+                       retrain_iters=self.retrain_iters or b.retrain_iters,
+                       rays_per_step=self.rays_per_step or b.rays_per_step,
+                       samples=self.samples or b.samples, eval_views=self.eval_views or b.eval_views)
+
+    def grid(self, space: SearchSpace) -> list[dict]:
+        """The configurations a grid space runs, replicates included (empty for searched spaces)."""
+        return paper_grid(self.replicates) if space.grid else []
 
 
 def validate(options: StudyOptions) -> SearchSpace:
@@ -85,7 +109,16 @@ def validate(options: StudyOptions) -> SearchSpace:
         raise NerfInputError(f"cpus per trial must be > 0, got {options.cpus_per_trial}")
     if options.gpus_per_trial < 0:
         raise NerfInputError(f"gpus per trial must be >= 0, got {options.gpus_per_trial}")
-    for name in ("downscale", "dense_iters", "retrain_iters"):
+    if options.replicates != 1 and not space.grid:
+        raise NerfInputError(f"replicates apply to the grid space 'paper' only, not {options.space!r}")
+    options.grid(space)  # checks the replicate count
+    if options.samples is not None and options.samples < 2:
+        raise NerfInputError(f"samples per ray must be >= 2, got {options.samples}")
+    if options.trial_retries < 0:
+        raise NerfInputError(f"trial retries must be >= 0, got {options.trial_retries}")
+    if options.checkpoint_every is not None and options.checkpoint_every < 0:
+        raise NerfInputError(f"checkpoint every must be >= 0 steps, got {options.checkpoint_every}")
+    for name in ("downscale", "dense_iters", "retrain_iters", "rays_per_step", "eval_views"):
         value = getattr(options, name)
         if value is not None and value < 1:
             raise NerfInputError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
@@ -160,16 +193,21 @@ def make_searcher(space: SearchSpace, options: StudyOptions, study_dir: Path, *,
                         sampler=make_sampler(options.sampler, options.seed), storage=storage,
                         study_name="study",
                         # on resume the study already holds its enqueued points (still WAITING if unrun)
-                        points_to_evaluate=None if resume else (paper_points() if space.grid
+                        points_to_evaluate=None if resume else (paper_points(options.replicates) if space.grid
                                                                 else list(space.seed_points) or None))
 
 
 def row_of(trial_id: str, config: dict, result: dict, status: str, seed: int, error: str | None) -> dict:
     row = {"trial_id": trial_id, "status": status, "strategy": config.get("strategy"),
            "width": config.get("width"), "beta": config.get("beta"), "phi": config.get("phi"),
-           "scaling": config.get("scaling"), "threshold": config.get("threshold"), "seed": seed, "mlflow_run_id": None, "error": error,
+           "scaling": config.get("scaling"), "threshold": config.get("threshold"),
+           "seed": seed + config.get("replicate", 0), "mlflow_run_id": None, "error": error,
            "trial_seconds": result.get("time_total_s"),
-           "trial_compute_seconds": result.get("trial_compute_seconds")}
+           "trial_compute_seconds": result.get("trial_compute_seconds"),
+           "replicate": config.get("replicate", 0), "node_id": result.get("node_id"),
+           "resumed_from_iteration": result.get("resumed_from_iteration"),
+           "started_at": result.get("started_at"), "finished_at": result.get("finished_at"),
+           "worker_pid": result.get("worker_pid")}
     for key in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params", "nonzero_params",
                 "flops_per_point", "kept_fraction", "pre_retrain_psnr", "iterations"):
         value = result.get(key) if status == "COMPLETE" else None
@@ -185,10 +223,19 @@ class TrialLog:
         self.study_dir, self.tracker, self.seed, self.echo = study_dir, tracker, seed, echo
         self.done = {r["trial_id"] for r in read_trials(study_dir)}
 
-    def record(self, *, trial_id: str, config: dict, result: dict, checkpoint: Path | None,
+    def record(self, *, trial_id: str, config: dict, result: dict, checkpoint,
                status: str, error: str | None, running: int = 0) -> None:
+        """checkpoint: the trial's last tune.Checkpoint (local or in remote storage) or None."""
         if trial_id in self.done:
             return
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:  # downloads from remote storage, else the folder
+                self._record(trial_id, config, result, Path(folder), status, error, running)
+        else:
+            self._record(trial_id, config, result, None, status, error, running)
+
+    def _record(self, trial_id: str, config: dict, result: dict, checkpoint: Path | None, status: str,
+                error: str | None, running: int) -> None:
         row = row_of(trial_id, config, result, status, self.seed, error)
         metrics = {k: row[k] for k in ("psnr", "ssim", "train_time", "size_mb", "sparse_size_mb", "params",
                                        "nonzero_params", "kept_fraction", "pre_retrain_psnr")
@@ -215,7 +262,7 @@ class TrialLog:
                 continue
             error = None if result.error is None else str(result.error).strip().splitlines()[-1]
             self.record(trial_id=trial_id, config=result.config, result=result.metrics or {},
-                        checkpoint=Path(result.checkpoint.path) if result.checkpoint else None,
+                        checkpoint=result.checkpoint,
                         status="COMPLETE" if result.error is None else "FAILED", error=error)
 
 
@@ -231,8 +278,8 @@ def make_recorder(log: TrialLog):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             log.record(trial_id=trial.trial_id, config=trial.config, result=trial.last_result or {},
-                       checkpoint=Path(trial.checkpoint.path) if trial.checkpoint else None,
-                       status="COMPLETE", error=None, running=running(trials, trial))
+                       checkpoint=trial.checkpoint, status="COMPLETE", error=None,
+                       running=running(trials, trial))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = None
@@ -247,7 +294,30 @@ def make_recorder(log: TrialLog):
     return StudyRecorder()
 
 
-def resume_state(study_dir: Path, trainable, log: TrialLog) -> int:
+def tune_root(options: StudyOptions) -> str:
+    """Folder or URI holding this study's Tune experiments (tune-0, tune-1 after a resume, ...)."""
+    if options.storage_path is None:
+        return str(options.out.resolve())
+    base = options.storage_path if "://" in options.storage_path else str(Path(options.storage_path).resolve())
+    return f"{base.rstrip('/')}/{options.out.resolve().name}"
+
+
+def tune_experiments(root: str) -> list[str]:
+    """The tune-N experiment folders under a local path or a storage URI, in order."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(root if "://" in root else Path(root).resolve().as_uri())
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return []
+    names = sorted((i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                    and i.base_name.startswith("tune-") and i.base_name[5:].isdigit()),
+                   key=lambda n: int(n[5:]))
+    return [f"{root.rstrip('/')}/{n}" for n in names]
+
+
+def resume_state(study_dir: Path, root: str, trainable, log: TrialLog) -> int:
     """Bring the stores in line after an interruption; returns the number of trials already ended.
 
     Tune's own restore can re-generate a trial when the driver died between its experiment and
@@ -259,9 +329,9 @@ def resume_state(study_dir: Path, trainable, log: TrialLog) -> int:
     import optuna
     from ray import tune
 
-    for folder in sorted(study_dir.resolve().glob("tune-*")):
-        if tune.Tuner.can_restore(str(folder)):
-            log.reconcile(tune.Tuner.restore(str(folder), trainable=trainable).get_results())
+    for folder in tune_experiments(root):
+        if tune.Tuner.can_restore(folder):
+            log.reconcile(tune.Tuner.restore(folder, trainable=trainable).get_results())
     storage = optuna.storages.RDBStorage(f"sqlite:///{(study_dir / 'optuna.db').resolve()}")
     study = optuna.load_study(study_name="study", storage=storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -316,7 +386,7 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
         options = replace(options, **{k: v for k, v in saved.items() if k in StudyOptions.__dataclass_fields__
                                       and k not in ("out", "cache_dir", "resume", *keep)}, **keep)
     budget = options.budget(space)
-    study_dir = options.out
+    study_dir = options.out.resolve()  # absolute: the working directory may not outlive the study
     study_dir.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
 
@@ -355,12 +425,22 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
     from study.trial import run_trial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # with num_to_keep=1 every mid-retraining checkpoint forces an experiment snapshot; Tune warns each
+    # time (one line per checkpoint), though the snapshot of a few trials costs milliseconds
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray_start = time.perf_counter()
+    cwd_parts = Path(os.getcwd()).parts
+    in_job_working_dir = "working_dir_files" in cwd_parts and "runtime_resources" in cwd_parts
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     ray_init_seconds = time.perf_counter() - ray_start
-    tune_start = time.perf_counter()
+    if in_job_working_dir:
+        # Inside a Ray job, joining the cluster re-extracts the uploaded working directory under the
+        # driver: its old cwd is gone and os.getcwd() raises, which Tune's final results listing calls
+        # (ray-project/ray#52343). Every path in use is absolute by now; stand somewhere stable.
+        os.chdir(study_dir)
+    tune_start, tune_started_at = time.perf_counter(), time.time()
     status = "FINISHED"
     try:
         if options.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) < options.gpus_per_trial:
@@ -369,7 +449,9 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
         threads = max(1, int(options.cpus_per_trial))
         settings = {"budget": asdict(budget), "seed": options.seed, "precision": options.precision,
                     "threads": threads, "gpus_per_trial": options.gpus_per_trial,
-                    "fail_when": options.fail_when or os.environ.get("NERF_STUDY_FAIL_WHEN")}
+                    "fail_when": options.fail_when or os.environ.get("NERF_STUDY_FAIL_WHEN"),
+                    "checkpoint_every": options.checkpoint_every if options.checkpoint_every is not None
+                    else budget.retrain_iters // 4}
         dense_payload = {"key": dense.key, "model_config": dense.model_config, "state": dense.state,
                          "fine_model_config": dense.fine_model_config, "fine_state": dense.fine_state}
         trainable = tune.with_resources(
@@ -377,13 +459,14 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
                                  dense=dense_payload, settings=settings),
             {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
         log = TrialLog(study_dir, tracker, options.seed, echo)
+        root = tune_root(options)
         recorder = make_recorder(log)
-        target = len(space.grid) if space.grid else (options.trials or budget.trials)
+        target = len(options.grid(space)) if space.grid else (options.trials or budget.trials)
         if options.resume:
-            remaining = target - resume_state(study_dir, trainable, log)
+            remaining = target - resume_state(study_dir, root, trainable, log)
         else:
             remaining = target
-        experiment = f"tune-{len(list(study_dir.glob('tune-*')))}"
+        experiment = f"tune-{len(tune_experiments(root))}"
         if remaining > 0:
             tuner = tune.Tuner(
                 trainable,
@@ -391,9 +474,11 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
                                                                      resume=options.resume),
                                             num_samples=remaining, max_concurrent_trials=options.max_concurrent,
                                             reuse_actors=True),
-                run_config=tune.RunConfig(name=experiment, storage_path=str(study_dir.resolve()),
+                run_config=tune.RunConfig(name=experiment, storage_path=root,
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                           callbacks=[recorder], verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=0)))
+                                          failure_config=tune.FailureConfig(
+                                              max_failures=options.trial_retries)))
             log.reconcile(tuner.fit())
     except KeyboardInterrupt:
         status = "KILLED"
@@ -404,6 +489,7 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
     outputs["wall_seconds"] = time.perf_counter() - wall
     outputs["tune_seconds"] = time.perf_counter() - tune_start
     outputs["ray_init_seconds"] = ray_init_seconds
+    outputs["tune_started_at"] = tune_started_at  # wall clock, to line up with trial timestamps
     outputs["tracking_uri"] = uri
     outputs["dense"] = dense
     return outputs

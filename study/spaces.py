@@ -138,19 +138,37 @@ PAPER_GRID = [
 ]
 
 
+MAX_REPLICATES = 64
+
+
 def define_paper(trial: optuna.Trial) -> dict[str, Any]:
     # Only enqueued grid points run; the distributions below just admit their values.
     strategy = trial.suggest_categorical("strategy", list(STRATEGIES))
+    replicate = trial.suggest_int("replicate", 0, MAX_REPLICATES - 1)
     if strategy == "edge":
-        return trial_config("edge", threshold=trial.suggest_categorical("threshold", [0.0, 0.05, 0.1]))
-    width = trial.suggest_categorical("width", [64, 128])
-    return trial_config(strategy, width, beta=3.0, phi="relu", scaling="unbiased")
+        config = trial_config("edge", threshold=trial.suggest_categorical("threshold", [0.0, 0.05, 0.1]))
+    else:
+        config = trial_config(strategy, trial.suggest_categorical("width", [64, 128]), beta=3.0, phi="relu",
+                              scaling="unbiased")
+    return {**config, "replicate": replicate}
 
 
-def paper_points() -> list[dict[str, Any]]:
+def paper_grid(replicates: int = 1) -> list[dict[str, Any]]:
+    """The paper's configurations; each neuron-pruning one `replicates` times with its own seed offset
+    (neuron selection by uniform and coreset sampling is random, and retraining is for all of them, so
+    their spread decides whether the tables' sub-dB differences mean anything). Edge pruning at a
+    threshold is deterministic up to retraining and runs once: it is the costliest (full width)."""
+    if not 1 <= replicates <= MAX_REPLICATES:
+        raise NerfInputError(f"replicates must be in 1..{MAX_REPLICATES}, got {replicates}")
+    return [{**g, "replicate": r} for g in PAPER_GRID
+            for r in range(1 if g["strategy"] == "edge" else replicates)]
+
+
+def paper_points(replicates: int = 1) -> list[dict[str, Any]]:
     """Grid points as Optuna parameter dicts (only the parameters define_paper suggests)."""
-    return [{"strategy": g["strategy"], **({"threshold": g["threshold"]} if g["strategy"] == "edge"
-                                           else {"width": g["width"]})} for g in PAPER_GRID]
+    return [{"strategy": g["strategy"], "replicate": g["replicate"],
+             **({"threshold": g["threshold"]} if g["strategy"] == "edge" else {"width": g["width"]})}
+            for g in paper_grid(replicates)]
 
 
 SPACES: dict[str, SearchSpace] = {

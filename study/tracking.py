@@ -43,6 +43,8 @@ def trial_run_name(config: dict) -> str:
         parts.append("noscale")
     if config.get("threshold"):
         parts.append(f"t{config['threshold']:.3g}")
+    if config.get("replicate"):
+        parts.append(f"r{config['replicate']}")
     return "-".join(parts)
 
 

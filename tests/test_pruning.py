@@ -29,6 +29,7 @@ from pruning import (ALL_STRATEGIES, STRATEGIES, CoresetSelection, ImportanceSel
                      weight_histogram)
 from pruning.selection import draw_until_distinct
 from pruning.sparse import encode_tensor
+from pruning.retrain import prune_retrain_evaluate
 
 TINY = ModelConfig(trunk_widths=(32,) * 8, feature_width=32, view_width=16)
 
@@ -514,3 +515,30 @@ def test_bench_prune_table_runs(dense_run: Path, capsys) -> None:
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(rows)
     assert all(line.count("|") == table[0].count("|") for line in table)
+
+
+@pytest.mark.parametrize("spec", [PruneSpec("coreset", width=16, threshold=0.05), PruneSpec("edge", threshold=0.1)])
+def test_retraining_resumed_from_a_checkpoint_ends_where_an_unbroken_run_ends(scene, rays, tmp_path,
+                                                                             spec) -> None:
+    """A trial lost mid-retraining continues from its saved state: same weights as if never stopped."""
+    coarse, fine = model(TINY, seed=0), model(TINY, seed=1)
+    kwargs = dict(retrain=tiny_train(6), render=RenderConfig(n_samples=8, n_importance=4),
+                  eval_config=EvalConfig(max_views=1), seed=3)
+    saved: list[int] = []
+
+    def save(state: dict) -> None:  # as the trial does: written at once (the tensors are live)
+        torch.save(state, tmp_path / "state.pt")
+        saved.append(state["train"]["iteration"])
+
+    unbroken = prune_retrain_evaluate(coarse, fine, scene, rays, spec, checkpoint_every=4,
+                                      on_checkpoint=save, **kwargs)
+    assert saved == [4]  # every 4 steps, none at the very end
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # safe loading only
+    resumed = prune_retrain_evaluate(coarse, fine, scene, rays, spec, resume=state, **kwargs)
+    assert resumed.metrics["resumed_from_iteration"] == 4 and unbroken.metrics["resumed_from_iteration"] == 0
+    for a, b in ((unbroken.model, resumed.model), (unbroken.fine_model, resumed.fine_model)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), name
+    assert resumed.metrics["psnr"] == unbroken.metrics["psnr"]
+    assert resumed.metrics["pre_retrain_psnr"] == unbroken.metrics["pre_retrain_psnr"]
+    assert [p["iteration"] for p in resumed.train_result.curve] == list(range(1, 7))

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from nerf.errors import NerfInputError
-from study.spaces import PAPER_GRID, SPACES, get_space, paper_points
+from study.spaces import PAPER_GRID, SPACES, get_space, paper_grid, paper_points
 from study.runner import check_points
 
 
@@ -38,14 +38,18 @@ def test_paper_grid_is_exactly_the_papers_tables():
     assert all(g["beta"] == 3.0 and g["phi"] == "relu" for g in coreset)
     # enqueued grid points replay through the define-by-run function unchanged
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    for point in paper_points():
+    for point in paper_points(replicates=3):
         study.enqueue_trial(point)
     replayed = []
-    for _ in PAPER_GRID:
+    for _ in paper_grid(3):
         trial = study.ask()
         replayed.append(get_space("paper").define(trial))
         study.tell(trial, [0.0, 0.0, 0.0])
-    assert replayed == PAPER_GRID
+    assert replayed == paper_grid(3)
+    # edge runs once, each neuron-pruning configuration once per replicate, in the paper's order
+    assert [g["replicate"] for g in replayed][:6] == [0, 0, 0, 0, 1, 2]
+    assert [{k: v for k, v in g.items() if k != "replicate"} for g in paper_grid(1)] == PAPER_GRID
+    assert len(paper_grid(3)) == 3 + 6 * 3
 
 
 def objective(config: dict) -> list[float]:

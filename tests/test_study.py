@@ -15,7 +15,8 @@ import pytest
 from study.results import dominates
 from study.runner import StudyOptions, launch
 
-TOY = dict(space="quick", trials=5, max_concurrent=2, dense_iters=40, retrain_iters=10, seed=0)
+TOY = dict(space="quick", trials=5, max_concurrent=2, dense_iters=40, retrain_iters=10, rays_per_step=64,
+           samples=16, eval_views=2, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,8 @@ def test_resume_after_killing_the_driver_keeps_every_finished_trial(tmp_path):
     env = {**os.environ, "NERF_STUDY_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     args = [sys.executable, "-m", "study.cli", "launch", "--out", str(out), "--trials", "6",
-            "--max-concurrent", "1", "--dense-iters", "30", "--retrain-iters", "30"]
+            "--max-concurrent", "1", "--dense-iters", "30", "--retrain-iters", "30",
+            "--rays-per-step", "64", "--samples", "16", "--eval-views", "2"]
     driver = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
                               start_new_session=True)
     seen = []
@@ -225,3 +227,18 @@ def read_log(study_dir: Path) -> list[dict]:
     from study.results import read_trials
 
     return read_trials(study_dir)
+
+
+def test_trials_carry_the_timestamps_the_overhead_split_needs(study):
+    from study.overhead import actor_gaps
+
+    done = [r for r in study["result"]["rows"] if r["status"] == "COMPLETE"]
+    assert all(r["started_at"] < r["finished_at"] and r["worker_pid"] > 0 for r in done)
+    assert all(r["finished_at"] - r["started_at"] >= r["trial_compute_seconds"] - 1e-3 for r in done)
+    split = actor_gaps(done, tune_started_at=study["result"]["tune_started_at"])
+    # max_concurrent=2 actors, reused across trials; an actor whose trial raised is torn down and replaced,
+    # once per attempt (the injected failure is retried trial_retries times)
+    failed_attempts = (len(study["result"]["rows"]) - len(done)) * (1 + study["options"].trial_retries)
+    assert 1 <= split["actors"] <= 2 + failed_attempts
+    assert len(split["between_trial_gaps_s"]) == len(done) - split["actors"]
+    assert all(gap >= 0 for gap in split["between_trial_gaps_s"]) and split["startup_s"] > 0
