@@ -51,13 +51,26 @@ def progress_printer(total: int, label: str) -> tuple[Callable, Callable]:
                                    "{task.fields[ips]:.1f} it/s"), TimeRemainingColumn(),
                         console=Console(stderr=True), transient=False)
     task = progress.add_task(label, total=total, loss=float("nan"), psnr=float("nan"), ips=0.0)
-    progress.start()
 
     def on_step(stats) -> None:
+        progress.start()  # at the first step: no bar at all for a run that never steps (a cache hit)
         progress.update(task, completed=stats.iteration, loss=stats.loss, psnr=stats.psnr,
                         ips=stats.iters_per_s)
 
     return on_step, progress.stop
+
+
+def dense_progress(total: int) -> tuple[Callable, Callable]:
+    """Progress of a study's dense model (only shown when it is trained here, not found in the cache):
+    the bar closes at its last step, so that the trial lines that follow do not run through it."""
+    on_step, close = progress_printer(total, "dense model")
+
+    def step(stats) -> None:
+        on_step(stats)
+        if stats.iteration >= total:
+            close()
+
+    return step, close
 
 
 def parse_ints(text: str, name: str) -> list[int]:
@@ -229,6 +242,8 @@ def launch(
     trial_retries: int = typer.Option(2, help="Restarts of a crashed trial from its last checkpoint."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Retraining steps between a trial's "
                                                               "checkpoints (default: a quarter; 0: none)."),
+    wait_for_gpus: float = typer.Option(0.0, help="Seconds an autoscaling cluster may take to start GPU "
+                                                  "workers before a GPU study is refused (0: refuse at once)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Dense-model cache folder (default: "
                                                         "$NERF_STUDY_CACHE or ~/.cache/nerf-prune-study)."),
 ) -> None:
@@ -242,13 +257,19 @@ def launch(
                            retrain_iters=retrain_iters, rays_per_step=rays_per_step, samples=samples,
                            eval_views=eval_views, storage_path=storage_path,
                            trial_retries=trial_retries, checkpoint_every=checkpoint_every,
-                           cache_dir=cache_dir)
+                           wait_for_gpus=wait_for_gpus, cache_dir=cache_dir)
     try:
         from nerf.device import resolve_precision
         import torch
 
+        from study.spaces import get_space
+
         resolve_precision(precision, torch.device("cpu"))
-        result = run_study(options, echo=lambda line: typer.echo(line, err=True))
+        on_dense_step, close = dense_progress(dense_iters or get_space(space).budget.dense_iters)
+        try:
+            result = run_study(options, echo=lambda line: typer.echo(line, err=True), on_dense_step=on_dense_step)
+        finally:
+            close()
     except NerfInputError as exc:
         fail(str(exc))
     print_outcome(out, result)
@@ -380,20 +401,27 @@ def paper(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: sqlite in OUT)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Dense-model cache folder."),
     storage_path: Optional[str] = typer.Option(None, help="Trial folders on shared storage (multi-node)."),
+    wait_for_gpus: float = typer.Option(0.0, help="Seconds an autoscaling cluster may take to start GPU "
+                                                  "workers (see `study launch --help`)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT."),
 ) -> None:
     """Reproduce the paper: Tables 1-4 and Figs. 2 and 4 beside the paper's numbers (OUT/paper_report.md)."""
     from study.paper import run_paper
 
+    from study.paper import PAPER_BUDGETS
+
     command = "study paper " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "study paper"
+    on_dense_step, close = dense_progress(PAPER_BUDGETS[budget].dense_iters if budget in PAPER_BUDGETS else 1)
     try:
         result = run_paper(data=data, out=out, budget_name=budget, seed=seed, replicates=replicates,
                            tracking_uri=tracking_uri, address=address, gpus_per_trial=gpus_per_trial,
                            cache_dir=cache_dir, resume=resume, precision=precision, command=command,
-                           storage_path=storage_path,
-                           echo=lambda line: typer.echo(line, err=True))
+                           storage_path=storage_path, wait_for_gpus=wait_for_gpus,
+                           echo=lambda line: typer.echo(line, err=True), on_dense_step=on_dense_step)
     except NerfInputError as exc:
         fail(str(exc))
+    finally:
+        close()
     typer.echo(result["report"].read_text())
     typer.echo(f"wrote {result['report']} (also logged to MLflow run {result['parent_run_id']})", err=True)
 

@@ -62,14 +62,20 @@ class DenseModel:
 
 
 def load_or_train(config: DenseConfig, scene: Scene, *, cache_dir: Path | None = None,
-                  on_step: Callable[[StepStats], None] | None = None) -> DenseModel:
+                  on_step: Callable[[StepStats], None] | None = None,
+                  train: Callable[[DenseConfig, Scene, Path], None] | None = None) -> DenseModel:
+    """The cached dense model of (scene, config), trained first if missing: in this process (with
+    `on_step` progress), or by `train(config, scene, out_dir)`, e.g. a Ray task on a cluster node."""
     cache_dir = cache_dir or default_cache_dir()
     key = dense_key(config, scene)
     folder = cache_dir / key
     cached = (folder / CHECKPOINT_NAME).is_file() and (folder / "metrics.json").is_file()
     if not cached:
         tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
-        run_dense(config, tmp, on_step=on_step, scene=scene)
+        if train is None:
+            run_dense(config, tmp, on_step=on_step, scene=scene)
+        else:
+            train(config, scene, tmp)
         if folder.exists():  # another process trained the same model meanwhile: keep theirs
             shutil.rmtree(tmp)
         else:

@@ -318,9 +318,9 @@ def render_comparison(study_dir: Path, rows: list[dict], scene, *, samples: int,
 def run_paper(*, data: str, out: Path, budget_name: str, seed: int = 0, replicates: int | None = None,
               tracking_uri: str | None = None, address: str | None = None, gpus_per_trial: float = 0.0,
               cpus_per_trial: float | None = None, cache_dir: Path | None = None, resume: bool = False,
-              storage_path: str | None = None,
+              storage_path: str | None = None, wait_for_gpus: float = 0.0,
               precision: str = "auto", command: str = "study paper",
-              echo: Callable[[str], None] = print) -> dict:
+              echo: Callable[[str], None] = print, on_dense_step=None) -> dict:
     """Run the paper grid at a named budget in `out` and write out/paper_report.md (+ figures, JSON)."""
     import os
 
@@ -344,14 +344,14 @@ def run_paper(*, data: str, out: Path, budget_name: str, seed: int = 0, replicat
     options = StudyOptions(
         space="paper", data=data, out=out, seed=seed, tracking_uri=tracking_uri, address=address,
         gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, resume=resume, precision=precision,
-        storage_path=storage_path,
+        storage_path=storage_path, wait_for_gpus=wait_for_gpus,
         max_concurrent=budget.max_concurrent, replicates=budget.replicates,
         # one trial at a time with every local core, like the dense run: timings then compare
         cpus_per_trial=cpus_per_trial or (float(os.cpu_count() or 1) if address is None and not gpus_per_trial
                                           else 1.0),
         downscale=budget.downscale, rays_per_step=budget.rays_per_step, samples=budget.samples,
         dense_iters=budget.dense_iters, retrain_iters=budget.retrain_iters, eval_views=budget.eval_views)
-    result = launch(options, echo=echo)
+    result = launch(options, echo=echo, on_dense_step=on_dense_step)
     study = study_summary(out)
     rows = result["rows"]
     tables = paper_tables(rows, result["dense"].metrics)

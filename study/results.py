@@ -23,7 +23,8 @@ SCHEMA = pa.schema([
     ("size_mb", pa.float64()), ("sparse_size_mb", pa.float64()), ("params", pa.int64()),
     ("nonzero_params", pa.int64()), ("flops_per_point", pa.int64()), ("kept_fraction", pa.float64()),
     ("pre_retrain_psnr", pa.float64()), ("iterations", pa.int64()), ("seed", pa.int64()), ("replicate", pa.int64()),
-    ("node_id", pa.string()), ("resumed_from_iteration", pa.int64()),
+    ("node_id", pa.string()), ("device", pa.string()), ("gpu_ids", pa.string()),
+    ("resumed_from_iteration", pa.int64()),
     ("trial_seconds", pa.float64()), ("trial_compute_seconds", pa.float64()), ("mlflow_run_id", pa.string()), ("error", pa.string()),
     ("pareto", pa.bool_()),
 ])

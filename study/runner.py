@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from nerf.errors import NerfInputError
 from study.results import append_trial, front, plot_front, read_trials, write_report, write_table
 from study.spaces import Budget, SearchSpace, get_space, paper_grid, paper_points
 from study.tracking import Tracker, check_reachable, default_tracking_uri, trial_run_name
 from study.trial import MODES, OBJECTIVES
+
+if TYPE_CHECKING:
+    from nerf.experiment import DenseConfig
 
 STUDY_FORMAT = "nerf-prune-study/1"
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -78,6 +81,9 @@ class StudyOptions:
     checkpoint_every: int | None = None
     """Retraining steps between a trial's mid-run checkpoints (default: a quarter of the retraining;
     0: none)."""
+    wait_for_gpus: float = 0.0
+    """Seconds to let an autoscaling cluster start GPU workers when it has too few GPUs for one trial
+    (0: refuse at once)."""
     cache_dir: Path | None = None
     """Dense-model cache (default ~/.cache/nerf-prune-study/dense or $NERF_STUDY_CACHE)."""
     fail_when: str | None = None
@@ -118,6 +124,8 @@ def validate(options: StudyOptions) -> SearchSpace:
         raise NerfInputError(f"trial retries must be >= 0, got {options.trial_retries}")
     if options.checkpoint_every is not None and options.checkpoint_every < 0:
         raise NerfInputError(f"checkpoint every must be >= 0 steps, got {options.checkpoint_every}")
+    if options.wait_for_gpus < 0:
+        raise NerfInputError(f"wait for gpus must be >= 0 seconds, got {options.wait_for_gpus:g}")
     for name in ("downscale", "dense_iters", "retrain_iters", "rays_per_step", "eval_views"):
         value = getattr(options, name)
         if value is not None and value < 1:
@@ -205,6 +213,7 @@ def row_of(trial_id: str, config: dict, result: dict, status: str, seed: int, er
            "trial_seconds": result.get("time_total_s"),
            "trial_compute_seconds": result.get("trial_compute_seconds"),
            "replicate": config.get("replicate", 0), "node_id": result.get("node_id"),
+           "device": result.get("device"), "gpu_ids": result.get("gpu_ids"),
            "resumed_from_iteration": result.get("resumed_from_iteration"),
            "started_at": result.get("started_at"), "finished_at": result.get("finished_at"),
            "worker_pid": result.get("worker_pid")}
@@ -371,7 +380,7 @@ def dense_config(options: StudyOptions, budget: Budget, *, device: str) -> "Dens
 
 def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
            on_dense_step=None) -> dict:
-    import torch  # before Ray: see FACTS.md on a lazy torch import inside Tune's loggers
+    import torch  # noqa: F401  (before Ray: see FACTS.md on a lazy torch import inside Tune's loggers)
 
     from nerf.data.loader import load_scene
     from nerf.experiment import machine_info
@@ -391,13 +400,37 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
     wall = time.perf_counter()
 
     scene = load_scene(options.data, downscale=budget.downscale, seed=options.seed)
-    config = dense_config(options, budget,
-                          device="cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
-    data = config.data
-    echo(f"dense model: {scene.name} {scene.height}px, {budget.dense_iters} iterations (cached by content)")
-    dense = load_or_train(config, scene, cache_dir=options.cache_dir, on_step=on_dense_step)
+    on_cluster = options.address is not None
+    # GPU studies train the dense model on a GPU too: here (validated to exist), or on whichever cluster
+    # node the task lands on, which picks CUDA if it has it
+    config = dense_config(options, budget, device=("auto" if on_cluster else "cuda") if options.gpus_per_trial > 0
+                          else "cpu")
+    # paths resolved before Ray starts: inside a Ray job joining the cluster moves the working directory
+    data_source = config.data.portable().source
+    cache_dir = options.cache_dir.resolve() if options.cache_dir else None
+    root = tune_root(options)
+
+    from ray import tune
+
+    from study.cluster import dense_trainer_on_cluster, require_gpus, start_ray
+    from study.trial import run_trial
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # with num_to_keep=1 every mid-retraining checkpoint forces an experiment snapshot; Tune warns each
+    # time (one line per checkpoint), though the snapshot of a few trials costs milliseconds
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray_init_seconds = start_ray(options.address, study_dir=study_dir)
+    require_gpus(options.gpus_per_trial, wait_s=options.wait_for_gpus)  # before anything is trained
+
+    where = "on the cluster" if on_cluster else "here"
+    echo(f"dense model: {scene.name} {scene.height}px, {budget.dense_iters} iterations (cached by content; "
+         f"trained {where} if missing)")
+    dense = load_or_train(config, scene, cache_dir=cache_dir, on_step=on_dense_step,
+                          train=dense_trainer_on_cluster(gpus=options.gpus_per_trial, cpus=options.cpus_per_trial)
+                          if on_cluster else None)
     echo(f"dense model {'from cache' if dense.cached else 'trained'}: {dense.path} "
-         f"psnr {dense.metrics['psnr']:.2f} dB, {dense.metrics['seconds_per_1k_iters']:.1f} s/1k iters")
+         f"psnr {dense.metrics['psnr']:.2f} dB, {dense.metrics['seconds_per_1k_iters']:.1f} s/1k iters "
+         f"({dense.metrics['device']})")
 
     uri = options.tracking_uri or default_tracking_uri(study_dir)
     previous = study_summary(study_dir) if options.resume else {}
@@ -406,10 +439,10 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
                       artifact_location=None if options.tracking_uri else
                       (study_dir / "artifacts").resolve().as_uri(),
                       study_params={"space": options.space, "sampler": options.sampler, "seed": options.seed,
-                                    "data": data.portable().source, **asdict(budget)})
+                                    "data": data_source, **asdict(budget)})
     study = {"format": STUDY_FORMAT, "name": study_dir.resolve().name, "space": options.space,
              "sampler": "grid" if space.grid else options.sampler, "seed": options.seed,
-             "scene": scene.name, "data": data.portable().source, "budget": asdict(budget),
+             "scene": scene.name, "data": data_source, "budget": asdict(budget),
              "dense_key": dense.key, "dense": {k: dense.metrics.get(k) for k in (
                  "psnr", "ssim", "seconds_per_1k_iters", "size_mb", "params", "iterations")},
              "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()
@@ -419,33 +452,9 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
              "machine": machine_info()}
     (study_dir / "study.json").write_text(json.dumps(study, indent=2) + "\n")
 
-    import ray
-    from ray import tune
-
-    from study.trial import run_trial
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # with num_to_keep=1 every mid-retraining checkpoint forces an experiment snapshot; Tune warns each
-    # time (one line per checkpoint), though the snapshot of a few trials costs milliseconds
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray_start = time.perf_counter()
-    cwd_parts = Path(os.getcwd()).parts
-    in_job_working_dir = "working_dir_files" in cwd_parts and "runtime_resources" in cwd_parts
-    if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    ray_init_seconds = time.perf_counter() - ray_start
-    if in_job_working_dir:
-        # Inside a Ray job, joining the cluster re-extracts the uploaded working directory under the
-        # driver: its old cwd is gone and os.getcwd() raises, which Tune's final results listing calls
-        # (ray-project/ray#52343). Every path in use is absolute by now; stand somewhere stable.
-        os.chdir(study_dir)
     tune_start, tune_started_at = time.perf_counter(), time.time()
     status = "FINISHED"
     try:
-        if options.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) < options.gpus_per_trial:
-            raise NerfInputError(f"--gpus-per-trial {options.gpus_per_trial} but the Ray cluster has "
-                                 f"{ray.cluster_resources().get('GPU', 0):g} GPU(s); trials would pend forever")
         threads = max(1, int(options.cpus_per_trial))
         settings = {"budget": asdict(budget), "seed": options.seed, "precision": options.precision,
                     "threads": threads, "gpus_per_trial": options.gpus_per_trial,
@@ -459,7 +468,6 @@ def launch(options: StudyOptions, *, echo: Callable[[str], None] = print,
                                  dense=dense_payload, settings=settings),
             {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
         log = TrialLog(study_dir, tracker, options.seed, echo)
-        root = tune_root(options)
         recorder = make_recorder(log)
         target = len(options.grid(space)) if space.grid else (options.trials or budget.trials)
         if options.resume:

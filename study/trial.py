@@ -110,6 +110,7 @@ def run_trial(config: dict, *, scene: Scene, rays: RaysTable, dense: dict, setti
     report["partial"] = 0
     report["resumed_from_iteration"] = int(metrics["resumed_from_iteration"])
     report["node_id"] = ray.get_runtime_context().get_node_id()
+    report["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())  # what Ray gave it; shared if fractional
     report["trial_compute_seconds"] = time.perf_counter() - start  # prune + 2 evaluations + retraining
     # wall-clock span and worker, so the overhead benchmark can see the gaps between trials on one actor
     report.update(started_at=started_at, finished_at=time.time(), worker_pid=os.getpid())

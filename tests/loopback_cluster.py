@@ -1,6 +1,6 @@
 """A real two-node Ray cluster on 127.0.0.1 for the cluster tests: two `ray start` processes with token
-authentication (Ray 2.60's default), each node one CPU, the second marked with a custom resource so a test
-can tell the nodes apart. Everything it starts is stopped by PID, never by a machine-wide `ray stop`."""
+authentication (Ray 2.60's default), each node one CPU unless told otherwise, the second marked with a
+custom resource so a test can tell the nodes apart. Everything it starts is stopped by PID, never by a machine-wide `ray stop`."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ def free_port() -> int:
 
 
 class LoopbackCluster:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, worker_cpus: int = 1, worker_gpus: int = 0) -> None:
+        """worker_gpus declares Ray's logical GPUs on the worker node (no CUDA device behind them): enough
+        to test how GPU trials are scheduled and packed, not CUDA itself."""
         self.folder = folder
+        self.worker_cpus, self.worker_gpus = worker_cpus, worker_gpus
         # short, not under pytest's deep tmp_path: Ray's socket paths must stay under 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.port, self.dashboard_port = free_port(), free_port()
@@ -57,8 +60,8 @@ class LoopbackCluster:
                  "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "true",
                  "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
                  "--temp-dir", str(self.temp_dir), "--disable-usage-stats")
-        self.ray("start", "--address", self.address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                 "--num-gpus", "0", "--resources", json.dumps({WORKER_RESOURCE: 1}), "--disable-usage-stats")
+        self.ray("start", "--address", self.address, "--node-ip-address", "127.0.0.1",
+                 "--num-cpus", str(self.worker_cpus), "--num-gpus", str(self.worker_gpus), "--resources", json.dumps({WORKER_RESOURCE: 1}), "--disable-usage-stats")
         self.nodes = self.node_ids()
         assert len(self.nodes) == 2, self.nodes
         return self
@@ -73,6 +76,16 @@ class LoopbackCluster:
         assert out.returncode == 0, out.stderr[-2000:]
         pairs = json.loads(out.stdout.strip().splitlines()[-1])
         return {("worker" if is_worker else "head"): node for node, is_worker in pairs}
+
+    def task_nodes(self, name: str) -> list[str]:
+        """Node ids of the finished Ray tasks called `name`, from Ray's own state API (the dashboard)."""
+        code = ("import json; from ray.util.state import list_tasks; "
+                "print(json.dumps([t.node_id for t in list_tasks(address=%r, filters=[('name', '=', %r)]) "
+                "if t.state == 'FINISHED']))" % (self.dashboard, name))
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     def processes(self) -> list[psutil.Process]:
         """This cluster's daemons (they name its temp dir, GCS address or port) and everything under

@@ -5,7 +5,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from nerf.benchmark import StepBenchConfig, run_step_bench, time_to_psnr
 from nerf.render import RenderConfig

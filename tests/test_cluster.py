@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.loopback_cluster import LoopbackCluster, free_port, wait_for
+from tests.test_cli import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 # tiny steps (32 rays x 8 samples): what is tested is where trials run and what is recorded, not quality
@@ -120,6 +121,35 @@ def test_losing_the_worker_node_mid_study_retries_its_trial_from_a_checkpoint(tm
     assert resumed[0]["iterations"] == 600
     lines = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(lines) == 3  # each trial recorded once: nothing lost, nothing doubled
+
+
+def test_half_gpu_trials_share_one_gpu_and_a_cluster_short_of_gpus_is_refused(tmp_path):
+    """The worker declares one logical GPU (Ray's bookkeeping; no CUDA device behind it on this machine):
+    what is tested is the scheduling of GPU trials and of the dense model's task, and the CPU fallback
+    inside a trial. CUDA itself is exercised where a GPU machine is lent (see README)."""
+    out, cache = tmp_path / "study", tmp_path / "cache"
+    with LoopbackCluster(tmp_path / "c", worker_cpus=2, worker_gpus=1) as cluster:
+        def launch(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "study.cli", "launch", "--address", cluster.address,
+                                   *TOY, "--cache-dir", str(cache), *args], env={**cluster.env, "PYTHONPATH": str(ROOT)},
+                                  cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+        refused = launch("--gpus-per-trial", "2", "--out", str(tmp_path / "refused"))
+        assert_one_line_error(refused, "--gpus-per-trial 2", "1 GPU", "pend forever", "--wait-for-gpus")
+        assert not (tmp_path / "refused" / "study.json").exists() and not cache.exists()  # nothing trained
+        # with a wait, the autoscaler is asked (none runs here) and the refusal says how long it waited
+        assert_one_line_error(launch("--gpus-per-trial", "2", "--wait-for-gpus", "1", "--out", str(tmp_path / "r2")),
+                              "1 GPU", "after waiting 1 s")
+        result = launch("--gpus-per-trial", "0.5", "--trials", "2", "--max-concurrent", "2",
+                        "--retrain-iters", "30", "--out", str(out))
+        assert result.returncode == 0, result.stderr[-4000:]
+        nodes = cluster.nodes
+        assert cluster.task_nodes("dense-model") == [nodes["worker"]]  # trained once, as a GPU task
+    rows = study_rows(out)
+    assert len(rows) == 2 and all(r["status"] == "COMPLETE" for r in rows), rows
+    assert {r["node_id"] for r in rows} == {nodes["worker"]}  # the only node with a GPU
+    assert [r["gpu_ids"] for r in rows] == ["0", "0"]  # half a GPU each, both on GPU 0 (at once: 2 CPUs there)
+    assert all(r["device"] == "cpu" for r in rows)  # no CUDA behind the logical GPU: the CPU fallback
 
 
 @pytest.fixture(scope="module")
