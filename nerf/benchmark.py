@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from nerf.data.scene import Scene
-from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision, synchronize
+from nerf.device import resolve_device, resolve_precision, synchronize
 from nerf.evaluate import EvalConfig, evaluate
 from nerf.model import ModelConfig, NeRFMLP, flops_per_point
-from nerf.rays import build_rays_table
-from nerf.render import RenderConfig, render_rays
-from nerf.train import StepStats, TrainConfig, make_optimizer, to_tensor, train
+from nerf.rays import RaysTable, build_rays_table
+from nerf.render import RenderConfig
+from nerf.train import StepStats, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -84,36 +84,19 @@ def bench_model_config(width: int) -> ModelConfig:
     return ModelConfig().with_widths(trunk=(width,) * 8, feature=width)
 
 
-def step_seconds(scene: Scene, width: int, precision: str, config: StepBenchConfig) -> float:
-    """Median seconds of one training step at `width`, on rays drawn from the scene's training split."""
-    device = resolve_device(config.device)
-    if device.type == "cpu":
-        keep_freed_cpu_memory()  # as train() does
+def step_seconds(scene: Scene, width: int, precision: str, config: StepBenchConfig,
+                 rays: RaysTable | None = None) -> float:
+    """Median seconds of one step of `nerf.train.train` itself at `width` (so the benchmark times exactly
+    what training runs), on the scene's training rays; the first two steps are warm-up."""
     torch.manual_seed(config.seed)
-    model = NeRFMLP(bench_model_config(width)).to(device)
-    optimizer = make_optimizer(list(model.parameters()), 5e-4)
-    table = build_rays_table(scene, "train")
-    origins, dirs = to_tensor(table.origins, device), to_tensor(table.directions, device)
-    viewdirs, colors = to_tensor(table.viewdirs, device), to_tensor(table.colors, device)
-    bg = torch.tensor(scene.background, dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    render = RenderConfig(n_samples=config.samples)
-    times = []
-    for i in range(config.repeats + 2):
-        synchronize(device)
-        start = time.perf_counter()
-        idx = torch.randint(len(origins), (config.rays,), generator=gen, device=device)
-        with autocast(device, precision):  # type: ignore[arg-type]
-            out = render_rays(model, origins[idx], dirs[idx], viewdirs[idx], near=scene.near, far=scene.far,
-                              config=render, background=bg, perturb=True, generator=gen)
-        loss = torch.mean((out.rgb - colors[idx]) ** 2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        synchronize(device)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    model = NeRFMLP(bench_model_config(width))
+    seconds: list[float] = []
+    train(model, rays if rays is not None else build_rays_table(scene, "train"), near=scene.near,
+          far=scene.far, background=scene.background, render=RenderConfig(n_samples=config.samples),
+          config=TrainConfig(iterations=config.repeats + 2, rays_per_step=config.rays, seed=config.seed,
+                             precision=precision, device=config.device, log_every=1),
+          on_step=lambda stats: seconds.append(1.0 / stats.iters_per_s))  # a logging step syncs the device
+    return float(np.median(seconds[2:]))
 
 
 def run_step_bench(scene: Scene, config: StepBenchConfig = StepBenchConfig()) -> StepBench:
@@ -122,10 +105,11 @@ def run_step_bench(scene: Scene, config: StepBenchConfig = StepBenchConfig()) ->
     result = StepBench(config=config, device=str(device), threads=torch.get_num_threads(),
                        peaks_gflops={p: matmul_peak_gflops(p, device) for p in precisions})
     points = config.rays * config.samples
+    rays = build_rays_table(scene, "train")
     for precision in precisions:
         for width in config.widths:
             model_config = bench_model_config(width)
-            seconds = step_seconds(scene, width, precision, config)
+            seconds = step_seconds(scene, width, precision, config, rays)
             gflop = 3 * flops_per_point(model_config) * points / 1e9
             result.rows.append(StepRow(
                 width=width, precision=precision, seconds_per_step=seconds,
