@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.model import ModelConfig, NeRFMLP
 
 FORMAT = "nerf-prune-checkpoint/1"
@@ -36,7 +36,7 @@ def resolve_checkpoint_path(path: Path) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise NerfInputError(f"checkpoint not found: {str(path)!r}; give a run folder of 'study dense' "
+        raise InputError(f"checkpoint not found: {str(path)!r}; give a run folder of 'study dense' "
                              f"or a {CHECKPOINT_NAME} file")
     return path
 
@@ -46,9 +46,9 @@ def load_checkpoint(path: Path) -> tuple[NeRFMLP, NeRFMLP | None, dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, a foreign pickle: all one message for the user
-        raise NerfInputError(f"cannot read checkpoint {str(path)!r}: {exc.__class__.__name__}") from None
+        raise InputError(f"cannot read checkpoint {str(path)!r}: {exc.__class__.__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise NerfInputError(f"{str(path)!r} is not a checkpoint of this project (format {FORMAT})")
+        raise InputError(f"{str(path)!r} is not a checkpoint of this project (format {FORMAT})")
     model = NeRFMLP(ModelConfig.from_dict(payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
     fine = None

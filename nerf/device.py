@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -21,11 +21,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise NerfInputError(f"device {name!r} requested but no CUDA GPU is visible; use --device cpu")
+            raise InputError(f"device {name!r} requested but no CUDA GPU is visible; use --device cpu")
         if name != "cuda" and int(name[5:]) >= torch.cuda.device_count():
-            raise NerfInputError(f"device {name!r} does not exist; {torch.cuda.device_count()} GPU(s) visible")
+            raise InputError(f"device {name!r} does not exist; {torch.cuda.device_count()} GPU(s) visible")
         return torch.device(name)
-    raise NerfInputError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
+    raise InputError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -40,7 +40,7 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(name: str, device: torch.device) -> Precision:
     """'auto' picks bf16 where the hardware runs it natively (Ampere+ GPUs, AVX512-BF16/AMX CPUs)."""
     if name not in PRECISIONS:
-        raise NerfInputError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
     if name != "auto":
         return name  # type: ignore[return-value]
     if device.type == "cuda":

@@ -16,7 +16,7 @@ import torch
 from nerf.checkpoint import CHECKPOINT_NAME, save_checkpoint, state_dict_bytes
 from nerf.data.loader import load_scene
 from nerf.data.scene import Scene
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.evaluate import EvalConfig, EvalResult, evaluate, save_renders
 from nerf.model import ModelConfig, NeRFMLP, count_nonzero_parameters, count_parameters, flops_per_point
 from nerf.rays import build_rays_table
@@ -36,7 +36,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.downscale, int) or self.downscale < 1:
-            raise NerfInputError(f"downscale must be a positive integer, got {self.downscale!r}")
+            raise InputError(f"downscale must be a positive integer, got {self.downscale!r}")
 
     def portable(self) -> "DataConfig":
         """The same config with the data path relative to the working directory where possible, so a

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nerf.encoding import encoded_size, positional_encoding
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ class ModelConfig:
         object.__setattr__(self, "trunk_widths", tuple(int(w) for w in self.trunk_widths))
         widths = (*self.trunk_widths, self.feature_width, self.view_width)
         if not self.trunk_widths or min(widths) < 1:
-            raise NerfInputError(f"layer widths must be >= 1, got trunk {self.trunk_widths}, "
+            raise InputError(f"layer widths must be >= 1, got trunk {self.trunk_widths}, "
                                  f"feature {self.feature_width}, view {self.view_width}")
         if not 0 < self.skip_layer < len(self.trunk_widths) + 1:
-            raise NerfInputError(f"skip_layer {self.skip_layer} must lie in 1..{len(self.trunk_widths)}")
+            raise InputError(f"skip_layer {self.skip_layer} must lie in 1..{len(self.trunk_widths)}")
 
     @property
     def pos_dim(self) -> int:

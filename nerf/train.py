@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision, synchronize
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.model import NeRFMLP
 from nerf.rays import RaysTable
 from nerf.render import RenderConfig, render_rays
@@ -43,13 +43,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
-            raise NerfInputError(f"iterations must be a positive integer, got {self.iterations}")
+            raise InputError(f"iterations must be a positive integer, got {self.iterations}")
         if self.rays_per_step < 1:
-            raise NerfInputError(f"rays per step must be a positive integer, got {self.rays_per_step}")
+            raise InputError(f"rays per step must be a positive integer, got {self.rays_per_step}")
         if not self.lr > 0:
-            raise NerfInputError(f"learning rate must be > 0, got {self.lr}")
+            raise InputError(f"learning rate must be > 0, got {self.lr}")
         if self.threads is not None and self.threads < 1:
-            raise NerfInputError(f"threads must be a positive integer, got {self.threads}")
+            raise InputError(f"threads must be a positive integer, got {self.threads}")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 Masks = dict[str, torch.Tensor]
 """Parameter name -> bool tensor of the parameter's shape, True where the weight is kept."""
@@ -24,7 +24,7 @@ Masks = dict[str, torch.Tensor]
 
 def check_threshold(threshold: float) -> None:
     if not threshold >= 0:
-        raise NerfInputError(f"edge threshold must be >= 0, got {threshold}")
+        raise InputError(f"edge threshold must be >= 0, got {threshold}")
 
 
 def weight_names(model: nn.Module) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Callable
 
 from nerf.checkpoint import load_checkpoint
 from nerf.data.scene import Scene
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.evaluate import EvalConfig, EvalResult, evaluate
 from nerf.experiment import DataConfig, machine_info, model_metrics, run_metrics, write_run
 from nerf.model import NeRFMLP
@@ -137,7 +137,7 @@ def data_config_of(dense_config: dict, data_source: str | None) -> DataConfig:
     data = dense_config.get("data")
     if data is None:
         if data_source is None:
-            raise NerfInputError("the checkpoint records no data config; give the scene's data source")
+            raise InputError("the checkpoint records no data config; give the scene's data source")
         return DataConfig(data_source)
     background = data.get("background")
     return DataConfig(source=data_source if data_source is not None else data["source"],

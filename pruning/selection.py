@@ -12,7 +12,7 @@ from typing import Callable, Literal, Protocol
 
 import numpy as np
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from pruning.scores import NeuronScores
 
 
@@ -55,7 +55,7 @@ class SelectionStrategy(Protocol):
 
 def check_width(scores: NeuronScores, width: int) -> None:
     if not 1 <= width <= scores.width:
-        raise NerfInputError(f"width {width} cannot be kept from a layer of {scores.width} neurons; "
+        raise InputError(f"width {width} cannot be kept from a layer of {scores.width} neurons; "
                              f"allowed: 1..{scores.width}")
 
 
@@ -102,7 +102,7 @@ PHIS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"relu": phi_relu, "tanh":
 
 def check_phi(name: str) -> None:
     if name not in PHIS:
-        raise NerfInputError(f"unknown coreset phi {name!r}; allowed: {', '.join(PHIS)}")
+        raise InputError(f"unknown coreset phi {name!r}; allowed: {', '.join(PHIS)}")
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class CoresetSelection:
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
-            raise NerfInputError(f"coreset beta must be > 0, got {self.beta}")
+            raise InputError(f"coreset beta must be > 0, got {self.beta}")
         check_phi(self.phi)
         check_scaling(self.scaling)
 
@@ -214,7 +214,7 @@ SCALINGS = ("unbiased", "none")
 
 def check_scaling(name: str) -> None:
     if name not in SCALINGS:
-        raise NerfInputError(f"unknown coreset scaling {name!r}; allowed: {', '.join(SCALINGS)}")
+        raise InputError(f"unknown coreset scaling {name!r}; allowed: {', '.join(SCALINGS)}")
 
 
 def make_uniform(*, beta: float, phi: str, scaling: str = "unbiased") -> SelectionStrategy:
@@ -246,13 +246,13 @@ ALL_STRATEGIES: tuple[str, ...] = (*STRATEGIES, EDGE)
 
 def check_strategy(name: str) -> None:
     if name not in ALL_STRATEGIES:
-        raise NerfInputError(f"unknown pruning strategy {name!r}; allowed: {', '.join(ALL_STRATEGIES)}")
+        raise InputError(f"unknown pruning strategy {name!r}; allowed: {', '.join(ALL_STRATEGIES)}")
 
 
 def make_strategy(name: str, *, beta: float = 3.0, phi: str = "relu",
                   scaling: str = "unbiased") -> SelectionStrategy:
-    """The structured strategy `name`; NerfInputError for an unknown name (or for 'edge')."""
+    """The structured strategy `name`; InputError for an unknown name (or for 'edge')."""
     check_strategy(name)
     if name == EDGE:
-        raise NerfInputError("'edge' removes weights, not neurons; allowed here: " + ", ".join(STRATEGIES))
+        raise InputError("'edge' removes weights, not neurons; allowed here: " + ", ".join(STRATEGIES))
     return STRATEGIES[name](beta=beta, phi=phi, scaling=scaling)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.model import ModelConfig, NeRFMLP
 from pruning.edge import Masks, check_threshold, edge_prune_, kept_weights, weight_count
 from pruning.graph import hidden_layers, layer_width
@@ -51,16 +51,16 @@ class PruneSpec:
             object.__setattr__(self, "width", None)  # not applicable; keeps one spelling per config
         elif (isinstance(self.width, bool) or not isinstance(self.width, (int, np.integer))
               or not 1 <= self.width <= MAX_WIDTH):
-            raise NerfInputError(f"width {self.width!r} is invalid for strategy {self.strategy!r}; "
+            raise InputError(f"width {self.width!r} is invalid for strategy {self.strategy!r}; "
                                  f"allowed: an integer in 1..{MAX_WIDTH}")
         else:
             object.__setattr__(self, "width", int(self.width))
         if not (math.isfinite(self.beta) and self.beta > 0):
-            raise NerfInputError(f"beta {self.beta!r} is invalid; allowed: a finite number > 0")
+            raise InputError(f"beta {self.beta!r} is invalid; allowed: a finite number > 0")
         check_phi(self.phi)
         check_scaling(self.scaling)
         if not math.isfinite(self.threshold):
-            raise NerfInputError(f"edge threshold {self.threshold!r} is invalid; allowed: a number >= 0")
+            raise InputError(f"edge threshold {self.threshold!r} is invalid; allowed: a number >= 0")
         check_threshold(self.threshold)
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "beta", float(self.beta))
@@ -96,7 +96,7 @@ def structured_plan(config: ModelConfig, *, width: int, prune_view: bool) -> dic
     for name, target in plan.items():
         current = layer_width(config, name)
         if target > current:
-            raise NerfInputError(f"width {target} exceeds the {current} neurons of layer {name}; "
+            raise InputError(f"width {target} exceeds the {current} neurons of layer {name}; "
                                  f"allowed: 1..{current}")
     return plan
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.model import NeRFMLP
 from pruning.graph import hidden_layers, input_layouts, layer_width, with_layer_widths
 from pruning.selection import Selection
@@ -22,7 +22,7 @@ def check_selections(model: NeRFMLP, selections: Mapping[str, Selection]) -> Non
     allowed = hidden_layers(model.config)
     for name, sel in selections.items():
         if name not in allowed:
-            raise NerfInputError(f"cannot prune layer {name!r}; allowed: {', '.join(allowed)}")
+            raise InputError(f"cannot prune layer {name!r}; allowed: {', '.join(allowed)}")
         width = layer_width(model.config, name)
         if sel.indices[-1] >= width:
             raise ValueError(f"selection for {name} indexes neuron {sel.indices[-1]} of a {width}-wide layer")

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import typer
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pruning study for Neural Radiance Fields.")
@@ -78,9 +78,9 @@ def parse_ints(text: str, name: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise NerfInputError(f"--{name} must be comma-separated positive integers, got {text!r}") from None
+        raise InputError(f"--{name} must be comma-separated positive integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
-        raise NerfInputError(f"--{name} must be comma-separated positive integers, got {text!r}")
+        raise InputError(f"--{name} must be comma-separated positive integers, got {text!r}")
     return values
 
 
@@ -118,11 +118,11 @@ def dense(
 
     try:
         if eval_views < 1:
-            raise NerfInputError(f"eval views must be a positive integer, got {eval_views}")
+            raise InputError(f"eval views must be a positive integer, got {eval_views}")
         if samples < 2:
-            raise NerfInputError(f"samples per ray must be >= 2, got {samples}")
+            raise InputError(f"samples per ray must be >= 2, got {samples}")
         if fine_samples < 0:
-            raise NerfInputError(f"fine samples must be >= 0, got {fine_samples}")
+            raise InputError(f"fine samples must be >= 0, got {fine_samples}")
         config = DenseConfig(
             data=DataConfig(data, downscale=downscale),
             render=RenderConfig(n_samples=samples, n_importance=fine_samples),
@@ -138,7 +138,7 @@ def dense(
             metrics = run_dense(config, out, on_step=on_step, scene=scene)
         finally:
             close()
-    except NerfInputError as exc:
+    except InputError as exc:
         fail(str(exc))
     typer.echo(summary_line(metrics))
     typer.echo(f"wall {metrics['wall_seconds']:.1f} s; wrote {out}/metrics.json, {out}/model.pt, "
@@ -191,7 +191,7 @@ def prune(
                                 eval_config=EvalConfig(max_views=eval_views), on_step=on_step)
         finally:
             close()
-    except NerfInputError as exc:
+    except InputError as exc:
         fail(str(exc))
     typer.echo(f"before retraining: psnr {metrics['pre_retrain_psnr']:.2f} dB; kept fraction "
                f"{metrics['kept_fraction']:.3f}; nonzero params {metrics['nonzero_params']:,}")
@@ -270,7 +270,7 @@ def launch(
             result = run_study(options, echo=lambda line: typer.echo(line, err=True), on_dense_step=on_dense_step)
         finally:
             close()
-    except NerfInputError as exc:
+    except InputError as exc:
         fail(str(exc))
     print_outcome(out, result)
 
@@ -331,16 +331,16 @@ def bench(
         for name, value, low in (("rays", rays, 1), ("samples", samples, 2), ("repeats", repeats, 1),
                                  ("ttp-iters", ttp_iters, 1), ("ttp-rays", ttp_rays, 1)):
             if value < low:
-                raise NerfInputError(f"--{name} must be >= {low}, got {value}")
+                raise InputError(f"--{name} must be >= {low}, got {value}")
         if threads is not None:
             if threads < 1:
-                raise NerfInputError(f"--threads must be a positive integer, got {threads}")
+                raise InputError(f"--threads must be a positive integer, got {threads}")
             torch.set_num_threads(threads)
         scene = DataConfig(data, downscale=downscale).load()
         config = StepBenchConfig(rays=rays, samples=samples, widths=tuple(width_list), precisions=precisions,
                                  repeats=repeats, device=device)
         steps = run_step_bench(scene, config)
-    except NerfInputError as exc:
+    except InputError as exc:
         fail(str(exc))
     main_precision = steps.rows[0].precision
     dense = steps.row(width_list[0], main_precision)
@@ -418,7 +418,7 @@ def paper(
                            cache_dir=cache_dir, resume=resume, precision=precision, command=command,
                            storage_path=storage_path, wait_for_gpus=wait_for_gpus,
                            echo=lambda line: typer.echo(line, err=True), on_dense_step=on_dense_step)
-    except NerfInputError as exc:
+    except InputError as exc:
         fail(str(exc))
     finally:
         close()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 
 def start_ray(address: str | None, *, study_dir: Path) -> float:
@@ -56,7 +56,7 @@ def require_gpus(gpus_per_trial: float, *, wait_s: float = 0.0, poll_s: float = 
             return
     waited = f" after waiting {wait_s:g} s for the autoscaler" if wait_s > 0 else \
         "; on an autoscaling cluster pass --wait-for-gpus SECONDS to let it start GPU workers"
-    raise NerfInputError(f"--gpus-per-trial {gpus_per_trial:g} but the Ray cluster has {have:g} GPU(s)"
+    raise InputError(f"--gpus-per-trial {gpus_per_trial:g} but the Ray cluster has {have:g} GPU(s)"
                          f"{waited}; trials would pend forever")
 
 

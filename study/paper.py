@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def run_paper(*, data: str, out: Path, budget_name: str, seed: int = 0, replicat
     from study.trial import build_model
 
     if budget_name not in PAPER_BUDGETS:
-        raise NerfInputError(f"unknown budget {budget_name!r}; allowed: {', '.join(PAPER_BUDGETS)}")
+        raise InputError(f"unknown budget {budget_name!r}; allowed: {', '.join(PAPER_BUDGETS)}")
     budget = PAPER_BUDGETS[budget_name]
     out = Path(out).resolve()
     if data != "synthetic" and Path(data).exists():

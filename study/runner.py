@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from study.results import append_trial, front, plot_front, read_trials, write_report, write_table
 from study.spaces import Budget, SearchSpace, get_space, paper_grid, paper_points
 from study.tracking import Tracker, check_reachable, default_tracking_uri, trial_run_name
@@ -106,56 +106,56 @@ def validate(options: StudyOptions) -> SearchSpace:
     """Every check that needs no Ray: bad input is refused before anything starts."""
     space = get_space(options.space)
     if options.sampler not in SAMPLERS:
-        raise NerfInputError(f"unknown sampler {options.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown sampler {options.sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if options.trials is not None and options.trials < 1:
-        raise NerfInputError(f"trials must be a positive integer, got {options.trials}")
+        raise InputError(f"trials must be a positive integer, got {options.trials}")
     if options.max_concurrent < 1:
-        raise NerfInputError(f"max concurrent trials must be >= 1, got {options.max_concurrent}")
+        raise InputError(f"max concurrent trials must be >= 1, got {options.max_concurrent}")
     if not options.cpus_per_trial > 0:
-        raise NerfInputError(f"cpus per trial must be > 0, got {options.cpus_per_trial}")
+        raise InputError(f"cpus per trial must be > 0, got {options.cpus_per_trial}")
     if options.gpus_per_trial < 0:
-        raise NerfInputError(f"gpus per trial must be >= 0, got {options.gpus_per_trial}")
+        raise InputError(f"gpus per trial must be >= 0, got {options.gpus_per_trial}")
     if options.replicates != 1 and not space.grid:
-        raise NerfInputError(f"replicates apply to the grid space 'paper' only, not {options.space!r}")
+        raise InputError(f"replicates apply to the grid space 'paper' only, not {options.space!r}")
     options.grid(space)  # checks the replicate count
     if options.samples is not None and options.samples < 2:
-        raise NerfInputError(f"samples per ray must be >= 2, got {options.samples}")
+        raise InputError(f"samples per ray must be >= 2, got {options.samples}")
     if options.trial_retries < 0:
-        raise NerfInputError(f"trial retries must be >= 0, got {options.trial_retries}")
+        raise InputError(f"trial retries must be >= 0, got {options.trial_retries}")
     if options.checkpoint_every is not None and options.checkpoint_every < 0:
-        raise NerfInputError(f"checkpoint every must be >= 0 steps, got {options.checkpoint_every}")
+        raise InputError(f"checkpoint every must be >= 0 steps, got {options.checkpoint_every}")
     if options.wait_for_gpus < 0:
-        raise NerfInputError(f"wait for gpus must be >= 0 seconds, got {options.wait_for_gpus:g}")
+        raise InputError(f"wait for gpus must be >= 0 seconds, got {options.wait_for_gpus:g}")
     for name in ("downscale", "dense_iters", "retrain_iters", "rays_per_step", "eval_views"):
         value = getattr(options, name)
         if value is not None and value < 1:
-            raise NerfInputError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
+            raise InputError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
     if options.data != "synthetic" and not Path(options.data).exists():
-        raise NerfInputError(f"data path {options.data!r} does not exist; give a Blender or LLFF folder, "
+        raise InputError(f"data path {options.data!r} does not exist; give a Blender or LLFF folder, "
                              f"a .npz file, or 'synthetic'")
     study_file = options.out / "study.json"
     if options.resume:
         if not study_file.is_file():
-            raise NerfInputError(f"cannot resume: {str(options.out)!r} is not a study folder "
+            raise InputError(f"cannot resume: {str(options.out)!r} is not a study folder "
                                  f"(no study.json)")
         try:
             saved = json.loads(study_file.read_text())
         except (OSError, ValueError) as exc:
-            raise NerfInputError(f"cannot resume: {str(study_file)!r} is unreadable ({exc})") from None
+            raise InputError(f"cannot resume: {str(study_file)!r} is unreadable ({exc})") from None
         if not isinstance(saved, dict) or saved.get("format") != STUDY_FORMAT:
-            raise NerfInputError(f"cannot resume: {str(study_file)!r} is not a study of this tool "
+            raise InputError(f"cannot resume: {str(study_file)!r} is not a study of this tool "
                                  f"(format {STUDY_FORMAT})")
         if saved.get("space") != options.space:
-            raise NerfInputError(f"cannot resume: the study in {str(options.out)!r} used space "
+            raise InputError(f"cannot resume: the study in {str(options.out)!r} used space "
                                  f"{saved.get('space')!r}, not {options.space!r}")
     elif study_file.exists():
-        raise NerfInputError(f"{str(options.out)!r} already holds a study; pass --resume to continue it "
+        raise InputError(f"{str(options.out)!r} already holds a study; pass --resume to continue it "
                              f"or choose another --out")
     if options.gpus_per_trial > 0 and options.address is None:
         import torch
 
         if not torch.cuda.is_available():
-            raise NerfInputError(f"--gpus-per-trial {options.gpus_per_trial} but this machine has no "
+            raise InputError(f"--gpus-per-trial {options.gpus_per_trial} but this machine has no "
                                  f"CUDA GPU; use --gpus-per-trial 0 or --address of a GPU cluster")
     if options.tracking_uri:
         check_reachable(options.tracking_uri)

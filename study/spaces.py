@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import optuna
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 STRUCTURED = ("uniform", "importance-in", "importance-out", "importance-prod", "coreset")
 STRATEGIES = ("edge", *STRUCTURED)
@@ -159,7 +159,7 @@ def paper_grid(replicates: int = 1) -> list[dict[str, Any]]:
     their spread decides whether the tables' sub-dB differences mean anything). Edge pruning at a
     threshold is deterministic up to retraining and runs once: it is the costliest (full width)."""
     if not 1 <= replicates <= MAX_REPLICATES:
-        raise NerfInputError(f"replicates must be in 1..{MAX_REPLICATES}, got {replicates}")
+        raise InputError(f"replicates must be in 1..{MAX_REPLICATES}, got {replicates}")
     return [{**g, "replicate": r} for g in PAPER_GRID
             for r in range(1 if g["strategy"] == "edge" else replicates)]
 
@@ -211,5 +211,5 @@ SPACES: dict[str, SearchSpace] = {
 
 def get_space(name: str) -> SearchSpace:
     if name not in SPACES:
-        raise NerfInputError(f"unknown space {name!r}; allowed: {', '.join(SPACES)}")
+        raise InputError(f"unknown space {name!r}; allowed: {', '.join(SPACES)}")
     return SPACES[name]

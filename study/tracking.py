@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 
 def default_tracking_uri(study_dir: Path) -> str:
@@ -26,7 +26,7 @@ def check_reachable(uri: str, *, timeout_s: float = 5.0) -> None:
             if response.status != 200:
                 raise OSError(f"status {response.status}")
     except OSError as exc:
-        raise NerfInputError(f"MLflow tracking server {uri!r} is unreachable ({exc}); start it or fix "
+        raise InputError(f"MLflow tracking server {uri!r} is unreachable ({exc}); start it or fix "
                              f"--tracking-uri") from None
 
 

@@ -16,7 +16,7 @@ from nerf.data.blender import load_blender
 from nerf.data.llff import llff_to_opengl, load_llff
 from nerf.data.loader import area_downscale, evenly_spaced
 from nerf.data.npz import load_npz
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 LEGO = Path("/work/shared/data/nerf_synthetic/lego")
 LEGO_ANGLE_X = 0.6911112070083618
@@ -27,8 +27,8 @@ needs_lego = pytest.mark.skipif(
 
 @contextmanager
 def raises_one_line(match: str):
-    """pytest.raises(NerfInputError) whose message is one line containing `match` (a plain substring)."""
-    with pytest.raises(NerfInputError) as info:
+    """pytest.raises(InputError) whose message is one line containing `match` (a plain substring)."""
+    with pytest.raises(InputError) as info:
         yield info
     message = str(info.value)
     assert "\n" not in message, message

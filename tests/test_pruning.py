@@ -15,7 +15,7 @@ import torch
 
 from nerf.checkpoint import load_checkpoint, save_checkpoint
 from nerf.data.loader import load_scene
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from nerf.evaluate import EvalConfig
 from nerf.experiment import DataConfig, DenseConfig, run_dense
 from nerf.model import ModelConfig, NeRFMLP, count_parameters
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @contextmanager
 def raises_one_line(*fragments: str):
-    with pytest.raises(NerfInputError) as info:
+    with pytest.raises(InputError) as info:
         yield info
     message = str(info.value)
     assert "\n" not in message, message

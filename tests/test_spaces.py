@@ -3,13 +3,13 @@
 import optuna
 import pytest
 
-from nerf.errors import NerfInputError
+from common.errors import InputError
 from study.spaces import PAPER_GRID, SPACES, get_space, paper_grid, paper_points
 from study.runner import check_points
 
 
 def test_unknown_space_is_one_clear_error():
-    with pytest.raises(NerfInputError, match="unknown space 'huge'; allowed: quick, paper, full"):
+    with pytest.raises(InputError, match="unknown space 'huge'; allowed: quick, paper, full"):
         get_space("huge")
 
 

@@ -146,7 +146,7 @@ def test_dense_model_is_trained_once_and_reused(study, monkeypatch):
 
 
 def test_bad_options_are_refused_before_ray_starts(tmp_path):
-    from nerf.errors import NerfInputError
+    from common.errors import InputError
     from study.runner import validate
 
     cases = [
@@ -158,15 +158,15 @@ def test_bad_options_are_refused_before_ray_starts(tmp_path):
         (dict(trials=0), "trials must be a positive integer"),
     ]
     for overrides, message in cases:
-        with pytest.raises(NerfInputError, match=message):
+        with pytest.raises(InputError, match=message):
             validate(StudyOptions(out=tmp_path / "fresh", **overrides))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "study.json").write_text('{"format": "something-else"}')
-    with pytest.raises(NerfInputError, match="not a study of this tool"):
+    with pytest.raises(InputError, match="not a study of this tool"):
         validate(StudyOptions(out=foreign, resume=True))
     (foreign / "study.json").write_text("{not json")
-    with pytest.raises(NerfInputError, match="unreadable"):
+    with pytest.raises(InputError, match="unreadable"):
         validate(StudyOptions(out=foreign, resume=True))
 
 

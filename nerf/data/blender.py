@@ -11,7 +11,7 @@ import numpy as np
 
 from nerf.data.loader import check_background, check_downscale, check_limit, evenly_spaced, read_images
 from nerf.data.scene import SPLITS, Scene, Views
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 NEAR, FAR = 2.0, 6.0
 """Scene units; the nerf_synthetic objects sit inside a sphere of radius ~1.5 seen from radius ~4."""
@@ -38,7 +38,7 @@ def load_blender(
     limit = check_limit(limit)
     bg = check_background(background)
     if not root.is_dir():
-        raise NerfInputError(f"Blender data folder {str(root)!r} does not exist or is not a folder")
+        raise InputError(f"Blender data folder {str(root)!r} does not exist or is not a folder")
 
     views: dict[str, Views] = {}
     angles: dict[str, float] = {}
@@ -48,7 +48,7 @@ def load_blender(
         angles[split] = _camera_angle(meta, meta_path)
         frames = meta.get("frames")
         if not isinstance(frames, list) or not frames:
-            raise NerfInputError(f"{str(meta_path)!r} has no frames; it needs a non-empty 'frames' list")
+            raise InputError(f"{str(meta_path)!r} has no frames; it needs a non-empty 'frames' list")
         chosen = [int(i) for i in evenly_spaced(len(frames), limit)]
         paths = [_image_path(root, frames[i], meta_path, i) for i in chosen]
         poses = np.stack([_pose(frames[i], meta_path, i) for i in chosen])
@@ -58,7 +58,7 @@ def load_blender(
     for split in SPLITS:
         h, w = views[split].images.shape[1:3]
         if (h, w) != (height, width):
-            raise NerfInputError(
+            raise InputError(
                 f"images have mixed sizes: {width}x{height} (train) and {w}x{h} ({split}); "
                 "allowed: one size (W x H) for all splits"
             )
@@ -81,7 +81,7 @@ def load_blender(
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise NerfInputError(
+        raise InputError(
             f"Blender transforms file {str(path)!r} is missing; "
             "each split needs transforms_<split>.json"
         )
@@ -89,14 +89,14 @@ def _read_json(path: Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         where = f"{e.msg} at line {e.lineno} column {e.colno}"
-        raise NerfInputError(f"{str(path)!r} is malformed JSON ({where}); allowed: valid JSON") from e
+        raise InputError(f"{str(path)!r} is malformed JSON ({where}); allowed: valid JSON") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} is unreadable ({type(e).__name__}); "
             "allowed: a UTF-8 JSON file"
         ) from e
     if not isinstance(meta, dict):
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} holds a JSON {type(meta).__name__}; "
             "allowed: an object with camera_angle_x and frames"
         )
@@ -106,7 +106,7 @@ def _read_json(path: Path) -> dict:
 def _camera_angle(meta: dict, meta_path: Path) -> float:
     angle = meta.get("camera_angle_x")
     if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
-        raise NerfInputError(
+        raise InputError(
             f"{str(meta_path)!r} has camera_angle_x {angle!r}; allowed: a number of radians in (0, pi)"
         )
     return float(angle)
@@ -115,7 +115,7 @@ def _camera_angle(meta: dict, meta_path: Path) -> float:
 def _image_path(root: Path, frame: object, meta_path: Path, index: int) -> Path:
     file_path = frame.get("file_path") if isinstance(frame, dict) else None
     if not isinstance(file_path, str) or not file_path:
-        raise NerfInputError(
+        raise InputError(
             f"{str(meta_path)!r} frame {index} has file_path {file_path!r}; "
             "allowed: a relative path string"
         )
@@ -130,7 +130,7 @@ def _pose(frame: dict, meta_path: Path, index: int) -> np.ndarray:
     except (TypeError, ValueError):
         pose = np.zeros(0, dtype=np.float32)
     if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
-        raise NerfInputError(
+        raise InputError(
             f"{str(meta_path)!r} frame {index} has a transform_matrix of shape {pose.shape}; "
             "allowed: a finite 4x4 matrix"
         )

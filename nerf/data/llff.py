@@ -14,7 +14,7 @@ import numpy as np
 
 from nerf.data.loader import check_background, check_downscale, check_limit, evenly_spaced, read_images
 from nerf.data.scene import Scene, Views
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LLFF_HOLD = 8
@@ -48,7 +48,7 @@ def load_llff(
     limit = check_limit(limit)
     bg = check_background(background)
     if not root.is_dir():
-        raise NerfInputError(f"LLFF data folder {str(root)!r} does not exist or is not a folder")
+        raise InputError(f"LLFF data folder {str(root)!r} does not exist or is not a folder")
 
     raw = _read_poses_bounds(root / "poses_bounds.npy")
     poses, bounds, hwf = llff_to_opengl(raw)
@@ -63,7 +63,7 @@ def load_llff(
     test_ids = np.arange(n)[::LLFF_HOLD]
     train_ids = np.array([i for i in range(n) if i % LLFF_HOLD != 0], dtype=np.int64)
     if train_ids.size == 0:
-        raise NerfInputError(
+        raise InputError(
             f"LLFF folder {str(root)!r} has {n} image(s); "
             f"allowed: at least 2 (every {LLFF_HOLD}th is held out for test)"
         )
@@ -79,7 +79,7 @@ def load_llff(
     height, width = train.images.shape[1:3]
     if test.images.shape[1:3] != (height, width):
         h, w = test.images.shape[1:3]
-        raise NerfInputError(
+        raise InputError(
             f"images have mixed sizes: {width}x{height} and {w}x{h} in {str(files[0].parent)!r}; "
             "allowed: one size (W x H)"
         )
@@ -135,21 +135,21 @@ def _normalize(v: np.ndarray) -> np.ndarray:
 
 def _read_poses_bounds(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise NerfInputError(
+        raise InputError(
             f"LLFF poses file {str(path)!r} is missing; "
             "an LLFF folder needs poses_bounds.npy"
         )
     try:
         raw = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} is unreadable ({type(e).__name__}); "
             "allowed: a .npy array of shape (N, 17)"
         ) from e
     if raw.ndim != 2 or raw.shape[1] != 17 or raw.shape[0] == 0 or not np.issubdtype(raw.dtype, np.number):
-        raise NerfInputError(f"{str(path)!r} has poses of shape {raw.shape}; allowed: (N, 17) with N >= 1")
+        raise InputError(f"{str(path)!r} has poses of shape {raw.shape}; allowed: (N, 17) with N >= 1")
     if not np.all(np.isfinite(raw)) or raw[:, 15:17].min() <= 0:
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} has non-finite values or non-positive depth bounds; "
             "allowed: finite, bounds > 0"
         )
@@ -165,7 +165,7 @@ def _image_files(root: Path, downscale: int, n_poses: int) -> tuple[list[Path], 
         folder, remaining = full, downscale
     else:
         found = sorted(p.name for p in root.glob("images_*") if p.is_dir())
-        raise NerfInputError(
+        raise InputError(
             f"LLFF folder {str(root)!r} has neither {full.name}/ nor {scaled.name}/ "
             f"for downscale {downscale}; "
             ""
@@ -174,10 +174,10 @@ def _image_files(root: Path, downscale: int, n_poses: int) -> tuple[list[Path], 
     try:
         entries = list(folder.iterdir())
     except OSError as e:
-        raise NerfInputError(f"image folder {str(folder)!r} is unreadable ({type(e).__name__})") from e
+        raise InputError(f"image folder {str(folder)!r} is unreadable ({type(e).__name__})") from e
     files = sorted(p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if len(files) != n_poses:
-        raise NerfInputError(
+        raise InputError(
             f"{str(folder)!r} has {len(files)} images but poses_bounds.npy has {n_poses} poses; "
             "allowed: one image per pose"
         )

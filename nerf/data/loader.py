@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nerf.data.scene import Scene
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 FORMATS = (
     "'synthetic' (built-in procedural scene)",
@@ -62,7 +62,7 @@ def load_scene(
 
     path = Path(source).expanduser()
     if not path.exists():
-        raise NerfInputError(f"data path {str(path)!r} does not exist; allowed: {'; '.join(FORMATS)}")
+        raise InputError(f"data path {str(path)!r} does not exist; allowed: {'; '.join(FORMATS)}")
     if path.is_file() and path.suffix.lower() == ".npz":
         from nerf.data.npz import load_npz
 
@@ -76,7 +76,7 @@ def load_scene(
             from nerf.data.llff import load_llff
 
             return load_llff(path, downscale=downscale, limit=limit, **opts)
-    raise NerfInputError(
+    raise InputError(
         f"data path {str(path)!r} is not a known scene format; "
         f"allowed: {'; '.join(FORMATS)}"
     )
@@ -94,7 +94,7 @@ def area_downscale(images: np.ndarray, k: int) -> np.ndarray:
         return images
     h, w = images.shape[-3] // k, images.shape[-2] // k
     if h == 0 or w == 0:
-        raise NerfInputError(
+        raise InputError(
             f"downscale {k} is larger than the image size {images.shape[-3]}x{images.shape[-2]}; "
             "allowed: a factor no larger than the image height and width"
         )
@@ -104,9 +104,9 @@ def area_downscale(images: np.ndarray, k: int) -> np.ndarray:
 
 
 def check_downscale(downscale: object) -> int:
-    """Return `downscale` if it is a positive integer, else raise NerfInputError."""
+    """Return `downscale` if it is a positive integer, else raise InputError."""
     if isinstance(downscale, bool) or not isinstance(downscale, (int, np.integer)) or downscale < 1:
-        raise NerfInputError(
+        raise InputError(
             f"downscale {downscale!r} is invalid; "
             "it must be a positive integer (1, 2, 4, ...)"
         )
@@ -114,22 +114,22 @@ def check_downscale(downscale: object) -> int:
 
 
 def check_limit(limit: object) -> int | None:
-    """Return `limit` if it is None or a positive integer, else raise NerfInputError."""
+    """Return `limit` if it is None or a positive integer, else raise InputError."""
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise NerfInputError(f"limit {limit!r} is invalid; it must be a positive integer or None (all views)")
+        raise InputError(f"limit {limit!r} is invalid; it must be a positive integer or None (all views)")
     return int(limit)
 
 
 def check_background(background: Sequence[float]) -> Background:
-    """Return `background` as an RGB float tuple in [0, 1], else raise NerfInputError."""
+    """Return `background` as an RGB float tuple in [0, 1], else raise InputError."""
     try:
         rgb = tuple(float(c) for c in background)
     except (TypeError, ValueError):
         rgb = ()
     if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
-        raise NerfInputError(f"background {background!r} is invalid; it must be 3 numbers in [0, 1] (RGB)")
+        raise InputError(f"background {background!r} is invalid; it must be 3 numbers in [0, 1] (RGB)")
     return rgb  # type: ignore[return-value]
 
 
@@ -149,14 +149,14 @@ def read_image(path: Path, background: Background, downscale: int) -> np.ndarray
     colour and alpha; doing it per image keeps peak memory at one full-resolution image.
     """
     if not path.is_file():
-        raise NerfInputError(f"image file {str(path)!r} is missing; every frame needs its image")
+        raise InputError(f"image file {str(path)!r} is missing; every frame needs its image")
     try:
         with Image.open(path) as im:
             im.load()
             has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
             pixels = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise NerfInputError(
+        raise InputError(
             f"image file {str(path)!r} is unreadable ({type(e).__name__}); "
             "allowed: PNG or JPEG"
         ) from e
@@ -181,11 +181,11 @@ def read_images(paths: Sequence[Path], background: Background, downscale: int) -
 
 
 def stack_same_size(images: Sequence[np.ndarray], names: Sequence[str | Path]) -> np.ndarray:
-    """Stack (H, W, 3) images into (N, H, W, 3), raising NerfInputError naming two differing sizes."""
+    """Stack (H, W, 3) images into (N, H, W, 3), raising InputError naming two differing sizes."""
     first = images[0].shape
     for image, name in zip(images, names):
         if image.shape != first:
-            raise NerfInputError(
+            raise InputError(
                 f"images have mixed sizes: {first[1]}x{first[0]} ({str(names[0])!r}) and "
                 f"{image.shape[1]}x{image.shape[0]} ({str(name)!r}); allowed: one size (W x H) for all images"
             )

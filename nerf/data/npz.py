@@ -10,7 +10,7 @@ import numpy as np
 
 from nerf.data.loader import area_downscale, check_background, check_downscale, check_limit, evenly_spaced
 from nerf.data.scene import Scene, Views
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 TEST_FRACTION = 0.1
 """The last 10% of the views (at least one) are held out as test, and reused as val."""
@@ -44,7 +44,7 @@ def load_npz(
 
     n, height, width, channels = images.shape
     if n < 2:
-        raise NerfInputError(f"{str(path)!r} has {n} view(s); allowed: at least 2 (one train, one test)")
+        raise InputError(f"{str(path)!r} has {n} view(s); allowed: at least 2 (one train, one test)")
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / np.float32(255.0)
     images = np.clip(images.astype(np.float32, copy=False), 0.0, 1.0)
@@ -83,32 +83,32 @@ def load_npz(
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     if not path.is_file():
-        raise NerfInputError(f"npz file {str(path)!r} does not exist")
+        raise InputError(f"npz file {str(path)!r} does not exist")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} is unreadable ({type(e).__name__}); "
             "allowed: an npz with images, poses and focal"
         ) from e
     missing = [k for k in ("images", "poses", "focal") if k not in arrays]
     if missing:
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} lacks {', '.join(missing)}; "
             "allowed: an npz with images, poses and focal"
         )
     images, poses, focal = arrays["images"], arrays["poses"], arrays["focal"]
 
     if images.ndim != 4 or images.shape[-1] not in (3, 4) or not np.issubdtype(images.dtype, np.number):
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} has images of shape {images.shape}; "
             "allowed: (N, H, W, 3) or (N, H, W, 4)"
         )
     n = images.shape[0]
     numeric = np.issubdtype(poses.dtype, np.number)
     if not numeric or poses.shape not in ((n, 4, 4), (n, 3, 4)) or not np.all(np.isfinite(poses)):
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} has poses of shape {poses.shape}; "
             f"allowed: ({n}, 4, 4) or ({n}, 3, 4), finite, one per image"
         )
@@ -116,7 +116,7 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
         poses = np.concatenate([poses, np.broadcast_to([[[0.0, 0.0, 0.0, 1.0]]], (n, 1, 4))], axis=1)
     numeric = np.issubdtype(focal.dtype, np.number) and np.size(focal) == 1
     if not numeric or not np.isfinite(focal).all() or float(np.ravel(focal)[0]) <= 0:
-        raise NerfInputError(
+        raise InputError(
             f"{str(path)!r} has focal {np.ravel(focal)[:3].tolist()!r}; "
             "allowed: one positive number (pixels)"
         )

@@ -16,7 +16,7 @@ import numpy as np
 
 from nerf.data.loader import check_background
 from nerf.data.scene import Scene, Views
-from nerf.errors import NerfInputError
+from common.errors import InputError
 
 CAMERA_ANGLE_X = 0.6911112070083618
 """Horizontal field of view in radians, the same as the nerf_synthetic scenes."""
@@ -71,10 +71,10 @@ def make_synthetic_scene(
     is 0.5 * resolution / tan(0.5 * 0.6911) pixels; near 2, far 6 (scene units).
     """
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
-        raise NerfInputError(f"resolution {resolution!r} is invalid; it must be a positive integer (pixels)")
+        raise InputError(f"resolution {resolution!r} is invalid; it must be a positive integer (pixels)")
     for name, count in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-            raise NerfInputError(f"{name} {count!r} is invalid; it must be a positive integer")
+            raise InputError(f"{name} {count!r} is invalid; it must be a positive integer")
     bg = check_background(background)
     rng = np.random.default_rng(seed)
     shapes = _make_shapes(rng)
