@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402,F401  (before Ray: see FACTS.md)
+import torch  # noqa: F401  (before Ray: a lazy torch import inside Tune's loggers once failed to load)
 
-from study.overhead import measure_study_overhead  # noqa: E402
+from study.overhead import measure_study_overhead
 
 
 def main() -> None:
@@ -34,8 +34,18 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--trials", type=int, default=None)
     args = parser.parse_args()
-    print(json.dumps(measure_study_overhead(args.out, space=args.space, data=args.data,
-                                            max_concurrent=args.max_concurrent, trials=args.trials), indent=2))
+    print(
+        json.dumps(
+            measure_study_overhead(
+                args.out,
+                space=args.space,
+                data=args.data,
+                max_concurrent=args.max_concurrent,
+                trials=args.trials,
+            ),
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ def timed(args: tuple) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    from nerf.benchmark import StepBenchConfig, step_seconds
     from nerf.experiment import DataConfig
+    from study.benchmark import StepBenchConfig, step_seconds
 
     scene = DataConfig(data, downscale=downscale).load()
-    return step_seconds(scene, width, "fp32", StepBenchConfig(**config_kwargs))
+    return step_seconds(scene, width, "fp32", StepBenchConfig(**config_kwargs))[0]
 
 
 def main() -> None:
@@ -44,7 +44,9 @@ def main() -> None:
     config = {"rays": args.rays, "samples": args.samples, "repeats": args.repeats, "device": "cpu"}
     ctx = mp.get_context("spawn")  # fresh processes: no thread pool inherited from this one
     print(f"{args.rays} rays x {args.samples} samples per step, fp32, {cores} cores")
-    print(f"| width | 1 process x {cores} threads: steps/s | {cores} processes x 1 thread: steps/s (node) | ratio |")
+    print(
+        f"| width | 1 process x {cores} threads: steps/s | {cores} processes x 1 thread: steps/s (node) | ratio |"
+    )
     print("|---|---|---|---|")
     for width in (int(w) for w in args.widths.split(",")):
         with ctx.Pool(1) as pool:

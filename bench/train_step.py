@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from study.cli import main  # noqa: E402
+from study.cli import main
 
 if __name__ == "__main__":
     sys.argv = ["study", "bench", *sys.argv[1:]]

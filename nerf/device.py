@@ -28,24 +28,21 @@ def resolve_device(name: str) -> torch.device:
     raise InputError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): bf16 autocast then pays."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def check_precision(name: str) -> None:
+    """Refuse an unknown precision name without resolving `auto` (which may measure for a second)."""
+    if name not in PRECISIONS:
+        raise InputError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    """'auto' picks bf16 where the hardware runs it natively (Ampere+ GPUs, AVX512-BF16/AMX CPUs)."""
-    if name not in PRECISIONS:
-        raise InputError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
+    """'auto' is the precision measured fastest for the MLP on this device (see nerf.precision): the
+    first call per machine times it (about a second on a CPU), later ones read the cached verdict."""
+    check_precision(name)
     if name != "auto":
         return name  # type: ignore[return-value]
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
+    from nerf.precision import auto_precision  # it imports this module
+
+    return auto_precision(device)
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
@@ -79,6 +76,7 @@ def keep_freed_cpu_memory() -> bool:
     _heap_kept = False
     try:
         import ctypes
+
         libc = ctypes.CDLL("libc.so.6")
         _heap_kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from nerf.data.scene import Scene
 from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
 from nerf.model import NeRFMLP
+from nerf.occupancy import OccupancyGrid
 from nerf.rays import view_rays
 from nerf.render import RenderConfig, render_rays
 from nerf.train import to_tensor
@@ -42,6 +43,8 @@ class EvalResult:
     rays_per_s: float
     images: list[np.ndarray] = field(default_factory=list, repr=False)
     """Rendered (H, W, 3) float32 images, in view_indices order."""
+    points_per_ray: float = 0.0
+    """Mean sample points per ray that went through the MLPs (fewer than the samples with a grid)."""
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
@@ -56,43 +59,77 @@ def ssim(pred: np.ndarray, target: np.ndarray, *, window: int = 11, sigma: float
     y = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float64)).permute(2, 0, 1)[:, None]
     window = min(window, x.shape[-1], x.shape[-2])
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     kernel = (g[:, None] * g[None, :])[None, None]
-    blur = lambda z: F.conv2d(z, kernel)  # noqa: E731
+    blur = lambda z: F.conv2d(z, kernel)
     mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return float(s.mean())
 
 
 def pick_views(n: int, max_views: int | None) -> list[int]:
     if max_views is None or max_views >= n:
         return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max_views)})
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max_views)})  # noqa: RUF046 (numpy round is a float)
 
 
 @torch.inference_mode()
-def render_view(model: NeRFMLP, scene: Scene, pose: np.ndarray, *, render: RenderConfig,
-                device: torch.device, precision: str, fine_model: NeRFMLP | None = None) -> np.ndarray:
-    """Render one camera of the scene: (H, W, 3) float32, deterministic (no jitter)."""
+def render_view(
+    model: NeRFMLP,
+    scene: Scene,
+    pose: np.ndarray,
+    *,
+    render: RenderConfig,
+    device: torch.device,
+    precision: str,
+    fine_model: NeRFMLP | None = None,
+    occupancy: OccupancyGrid | None = None,
+    points: list[int] | None = None,
+) -> np.ndarray:
+    """Render one camera of the scene: (H, W, 3) float32, deterministic (no jitter). With a grid only
+    samples in occupied cells reach the MLP; `points`, if given, receives how many did."""
     origins, dirs, viewdirs = (to_tensor(a, device) for a in view_rays(scene, pose))
     bg = torch.tensor(scene.background, dtype=torch.float32, device=device)
-    chunks = []
+    grid = occupancy.to(device) if occupancy is not None else None
+    chunks, mlp_points = [], 0
     for s in range(0, origins.shape[0], render.chunk_rays):
         sl = slice(s, s + render.chunk_rays)
         with autocast(device, precision):  # type: ignore[arg-type]
-            out = render_rays(model, origins[sl], dirs[sl], viewdirs[sl], near=scene.near,
-                              far=scene.far, config=render, background=bg, perturb=False,
-                              fine_model=fine_model)
+            out = render_rays(
+                model,
+                origins[sl],
+                dirs[sl],
+                viewdirs[sl],
+                near=scene.near,
+                far=scene.far,
+                config=render,
+                background=bg,
+                perturb=False,
+                fine_model=fine_model,
+                occupancy=grid,
+            )
         chunks.append(out.rgb.float().clamp(0, 1).cpu())
+        mlp_points += out.mlp_points
+    if points is not None:
+        points.append(mlp_points)
     return torch.cat(chunks).reshape(scene.height, scene.width, 3).numpy()
 
 
-def evaluate(model: NeRFMLP, scene: Scene, *, render: RenderConfig, config: EvalConfig = EvalConfig(),
-             device: str = "auto", precision: str = "auto",
-             fine_model: NeRFMLP | None = None) -> EvalResult:
+def evaluate(
+    model: NeRFMLP,
+    scene: Scene,
+    *,
+    render: RenderConfig,
+    config: EvalConfig = EvalConfig(),
+    device: str = "auto",
+    precision: str = "auto",
+    fine_model: NeRFMLP | None = None,
+    occupancy: OccupancyGrid | None = None,
+) -> EvalResult:
+    """Render and score the config's views; with an occupancy grid, packed (empty space skipped)."""
     import time
 
     dev = resolve_device(device)
@@ -105,30 +142,50 @@ def evaluate(model: NeRFMLP, scene: Scene, *, render: RenderConfig, config: Eval
     was_training = [m.training for m in models]
     for m in models:
         m.to(dev).eval()
+    grid = occupancy.to(dev) if occupancy is not None else None
     start = time.perf_counter()
-    images, psnrs, ssims = [], [], []
+    images, psnrs, ssims, points = [], [], [], []
     for i in indices:
-        img = render_view(model, scene, views.poses[i], render=render, device=dev, precision=prec,
-                          fine_model=fine_model)
+        img = render_view(
+            model,
+            scene,
+            views.poses[i],
+            render=render,
+            device=dev,
+            precision=prec,
+            fine_model=fine_model,
+            occupancy=grid,
+            points=points,
+        )
         images.append(img)
         psnrs.append(psnr(img, views.images[i]))
         ssims.append(ssim(img, views.images[i]))
     seconds = time.perf_counter() - start
     for m, t in zip(models, was_training):
         m.train(t)
-    return EvalResult(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), view_indices=indices,
-                      per_view_psnr=psnrs, per_view_ssim=ssims, seconds=seconds,
-                      rays_per_s=len(indices) * scene.height * scene.width / max(seconds, 1e-9),
-                      images=images)
+    return EvalResult(
+        psnr=float(np.mean(psnrs)),
+        ssim=float(np.mean(ssims)),
+        view_indices=indices,
+        per_view_psnr=psnrs,
+        per_view_ssim=ssims,
+        seconds=seconds,
+        rays_per_s=len(indices) * scene.height * scene.width / max(seconds, 1e-9),
+        images=images,
+        points_per_ray=sum(points) / (len(indices) * scene.height * scene.width),
+    )
 
 
-def save_renders(result: EvalResult, scene: Scene, out_dir: Path, *, split: str = "test",
-                 count: int = 4) -> list[Path]:
+def save_renders(
+    result: EvalResult, scene: Scene, out_dir: Path, *, split: str = "test", count: int = 4
+) -> list[Path]:
     """Write prediction | ground truth side by side as PNG for the first `count` scored views."""
     out_dir.mkdir(parents=True, exist_ok=True)
     gts = scene.split(split).images
-    return [save_pair_png(img, gts[idx], out_dir / f"{split}_{idx:03d}.png")
-            for idx, img in list(zip(result.view_indices, result.images))[:count]]
+    return [
+        save_pair_png(img, gts[idx], out_dir / f"{split}_{idx:03d}.png")
+        for idx, img in list(zip(result.view_indices, result.images))[:count]
+    ]
 
 
 def save_pair_png(prediction: np.ndarray, target: np.ndarray, path: Path) -> Path:

@@ -15,16 +15,18 @@ def camera_rays(pose: np.ndarray, height: int, width: int, focal: float) -> tupl
     Returns origins and directions, each (H, W, 3) float32; directions are not normalised (their length
     scales the sample spacing, as in the original code) and point along -z in camera space.
     """
-    j, i = np.meshgrid(np.arange(height, dtype=np.float32) + 0.5,
-                       np.arange(width, dtype=np.float32) + 0.5, indexing="ij")
+    j, i = np.meshgrid(
+        np.arange(height, dtype=np.float32) + 0.5, np.arange(width, dtype=np.float32) + 0.5, indexing="ij"
+    )
     cam_dirs = np.stack([(i - 0.5 * width) / focal, -(j - 0.5 * height) / focal, -np.ones_like(i)], -1)
     dirs = cam_dirs @ pose[:3, :3].T.astype(np.float32)
     origins = np.broadcast_to(pose[:3, 3].astype(np.float32), dirs.shape)
     return np.ascontiguousarray(origins), np.ascontiguousarray(dirs, dtype=np.float32)
 
 
-def ndc_rays(height: int, width: int, focal: float, origins: np.ndarray, dirs: np.ndarray,
-             near: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def ndc_rays(
+    height: int, width: int, focal: float, origins: np.ndarray, dirs: np.ndarray, near: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Map rays of a forward-facing scene into normalised device coordinates (Mildenhall et al., App. C).
 
     Origins are first moved onto the near plane z = -near; in NDC the segment t in [0, 1] covers depth
@@ -34,10 +36,17 @@ def ndc_rays(height: int, width: int, focal: float, origins: np.ndarray, dirs: n
     o = origins + t[..., None] * dirs
     ox, oy, oz = o[..., 0], o[..., 1], o[..., 2]
     dx, dy, dz = dirs[..., 0], dirs[..., 1], dirs[..., 2]
-    o_ndc = np.stack([-focal / (0.5 * width) * ox / oz, -focal / (0.5 * height) * oy / oz,
-                      1.0 + 2.0 * near / oz], -1)
-    d_ndc = np.stack([-focal / (0.5 * width) * (dx / dz - ox / oz),
-                      -focal / (0.5 * height) * (dy / dz - oy / oz), -2.0 * near / oz], -1)
+    o_ndc = np.stack(
+        [-focal / (0.5 * width) * ox / oz, -focal / (0.5 * height) * oy / oz, 1.0 + 2.0 * near / oz], -1
+    )
+    d_ndc = np.stack(
+        [
+            -focal / (0.5 * width) * (dx / dz - ox / oz),
+            -focal / (0.5 * height) * (dy / dz - oy / oz),
+            -2.0 * near / oz,
+        ],
+        -1,
+    )
     return o_ndc.astype(np.float32), d_ndc.astype(np.float32)
 
 
@@ -75,11 +84,25 @@ def build_rays_table(scene: Scene, split: str = "train", *, center_fraction: flo
     parts = [view_rays(scene, pose) for pose in views.poses]
     dh, dw = int(h * center_fraction / 2), int(w * center_fraction / 2)
     center = np.zeros((h, w), dtype=bool)
-    center[h // 2 - dh:h // 2 + dh, w // 2 - dw:w // 2 + dw] = True
+    center[h // 2 - dh : h // 2 + dh, w // 2 - dw : w // 2 + dw] = True
     return RaysTable(
         origins=np.concatenate([p[0] for p in parts]),
         directions=np.concatenate([p[1] for p in parts]),
         viewdirs=np.concatenate([p[2] for p in parts]),
         colors=np.ascontiguousarray(views.images.reshape(-1, 3), dtype=np.float32),
         center_mask=np.tile(center.reshape(-1), len(views)),
+    )
+
+
+def sample_rays(table: RaysTable, count: int, *, seed: int = 0) -> RaysTable:
+    """A fixed random subset of a rays table (without replacement; all of it if it is smaller), e.g. the
+    validation rays a study scores every trial on at its early-stopping rungs."""
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(table), size=min(count, len(table)), replace=False))
+    return RaysTable(
+        origins=table.origins[keep],
+        directions=table.directions[keep],
+        viewdirs=table.viewdirs[keep],
+        colors=table.colors[keep],
+        center_mask=table.center_mask[keep],
     )

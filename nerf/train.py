@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
-from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision, synchronize
 from common.errors import InputError
+from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision, synchronize
 from nerf.model import NeRFMLP
+from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable
 from nerf.render import RenderConfig, render_rays
 
@@ -73,13 +74,28 @@ class TrainState:
     curve: list[dict]
     train_seconds: float
     """Optimisation wall seconds spent so far (checkpoint writing excluded)."""
+    occupancy: dict | None = None
+    """The occupancy grid's state_dict (None: vanilla sampling, or still warming up)."""
+    occupancy_generator: torch.Tensor | None = None
+    """State of the generator that draws the grid refreshes' cells and jitter (occupancy sampling)."""
+    mlp_points: int = 0
+    """Sample points that went through the MLPs so far."""
 
     def to_dict(self) -> dict:
-        return {"iteration": self.iteration, "optimizer": self.optimizer, "scaler": self.scaler,
-                "generator": self.generator, "curve": self.curve, "train_seconds": self.train_seconds}
+        return {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer,
+            "scaler": self.scaler,
+            "generator": self.generator,
+            "curve": self.curve,
+            "train_seconds": self.train_seconds,
+            "occupancy": self.occupancy,
+            "occupancy_generator": self.occupancy_generator,
+            "mlp_points": self.mlp_points,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
+    def from_dict(cls, d: dict) -> TrainState:
         return cls(**d)
 
 
@@ -91,11 +107,37 @@ class TrainResult:
     precision: str
     device: str
     curve: list[dict] = field(default_factory=list)
-    """[{iteration, loss, psnr}] every log_every steps (training-batch PSNR)."""
+    """[{iteration, loss, psnr, points_per_ray}] every log_every steps (training-batch PSNR; MLP points
+    per ray over the steps since the previous point)."""
+    sampling: str = "vanilla"
+    """The render config's sampling mode the run trained with."""
+    mlp_points: int = 0
+    """Sample points that went through the MLPs (coarse and fine) over all steps, resumed ones included;
+    grid refreshes excluded (they are in occupancy.refresh_points)."""
+    rays: int = 0
+    """Rays rendered over all steps (iterations x rays_per_step)."""
+    occupancy: OccupancyGrid | None = None
+    """The occupancy grid as it stood after the last step (None: vanilla, or training ended in warm-up)."""
+    occupancy_seconds: float = 0.0
+    """Wall seconds of this call's grid builds and refreshes (part of train_seconds)."""
 
     @property
     def seconds_per_1k(self) -> float:
         return 1000.0 * self.train_seconds / self.iterations
+
+    @property
+    def points_per_ray(self) -> float:
+        """Mean MLP points per rendered ray over the run (vanilla: samples per ray)."""
+        return self.mlp_points / max(self.rays, 1)
+
+    @property
+    def points_per_s(self) -> float:
+        """MLP points per second of training (forward and backward)."""
+        return self.mlp_points / max(self.train_seconds, 1e-9)
+
+
+OCCUPANCY_SEED_OFFSET = 0x0CC0
+"""Added to TrainConfig.seed to seed the grid refreshes' generator (any fixed value: a separate stream)."""
 
 
 def mse_to_psnr(mse: float) -> float:
@@ -114,17 +156,42 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.A
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7)
 
 
-def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
-          background: tuple[float, float, float], render: RenderConfig, config: TrainConfig,
-          fine_model: NeRFMLP | None = None,
-          on_step: Callable[[StepStats], None] | None = None,
-          resume: TrainState | None = None, checkpoint_every: int = 0,
-          on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainResult:
+def train(
+    model: NeRFMLP,
+    rays: RaysTable,
+    *,
+    near: float,
+    far: float,
+    background: tuple[float, float, float],
+    render: RenderConfig,
+    config: TrainConfig,
+    fine_model: NeRFMLP | None = None,
+    on_step: Callable[[StepStats], None] | None = None,
+    resume: TrainState | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_at: Collection[int] = (),
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    occupancy: OccupancyGrid | None = None,
+    occupancy_config: OccupancyConfig = OccupancyConfig(),
+) -> TrainResult:
     """Optimise `model` (and `fine_model`) in place on the rays table; returns timings and the curve.
 
-    Every `checkpoint_every` steps (before the last) `on_checkpoint` receives the run's state; the caller
-    saves it with the weights. `resume` continues from such a state (weights already loaded).
+    Every `checkpoint_every` steps, and at the steps in `checkpoint_at` (before the last), `on_checkpoint`
+    receives the run's state; the caller saves it with the weights (or scores the model there: the
+    early-stopping rungs of a study). `resume` continues from such a state (weights already loaded).
+
+    With render.sampling 'occupancy' only samples in occupied cells of a grid reach the MLP. Without a
+    given grid, the first occupancy_config.warmup_iters steps are vanilla, then a grid is built over the
+    training rays (`OccupancyGrid.covering`) from the model; a given grid (e.g. the dense model's, for a
+    pruned one) is used from step 1 with the config it was built with and is not modified (training
+    refreshes a copy). Either way the grid is refreshed from the model every refresh_every steps; the
+    refreshes count as training time. The result carries the final grid.
     """
+    if occupancy is not None and render.sampling != "occupancy":
+        raise InputError(
+            f"an occupancy grid was given but render sampling is {render.sampling!r}; "
+            f"use sampling 'occupancy' to train with it"
+        )
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     if config.threads is not None:
@@ -143,9 +210,20 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
     center_idx = torch.nonzero(to_tensor(rays.center_mask, device)).squeeze(-1)
     bg = torch.tensor(background, dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(config.seed)
+    # The grid's refreshes draw from their own stream, so rays and sample jitter are the very ones a
+    # vanilla run of the same seed draws: the two sampling modes compare step for step.
+    grid_gen = torch.Generator(device=device).manual_seed(config.seed + OCCUPANCY_SEED_OFFSET)
 
-    result = TrainResult(iterations=config.iterations, train_seconds=0.0, precision=precision,
-                         device=str(device))
+    result = TrainResult(
+        iterations=config.iterations,
+        train_seconds=0.0,
+        precision=precision,
+        device=str(device),
+        sampling=render.sampling,
+    )
+    use_grid = render.sampling == "occupancy"
+    grid = occupancy.clone().to(device) if occupancy is not None else None
+    grid_config = grid.config if grid is not None else occupancy_config
     first, spent_before = 1, 0.0
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer)
@@ -154,10 +232,39 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
         gen.set_state(resume.generator.cpu())  # generator states are CPU byte tensors, CUDA ones too
         result.curve = list(resume.curve)
         first, spent_before = resume.iteration + 1, resume.train_seconds
+        result.mlp_points = resume.mlp_points
+        if resume.occupancy is not None:
+            grid = OccupancyGrid.from_state_dict(resume.occupancy, device=device)
+        if resume.occupancy_generator is not None:
+            grid_gen.set_state(resume.occupancy_generator.cpu())
+    result.rays = (first - 1) * config.rays_per_step
+    # the curve's points per ray covers the steps since its previous point, resumed runs included
+    logged = result.curve[-1] if result.curve else {"iteration": 0, "mlp_points": 0}
+    logged_points, logged_rays = logged.get("mlp_points", 0), logged["iteration"] * config.rays_per_step
     synchronize(device)
     start = last_log = time.perf_counter()
     paused = 0.0  # seconds spent in on_checkpoint, not training
     for it in range(first, config.iterations + 1):
+        if use_grid:
+            # Upkeep at the start of a step, from the model after the previous one, so that a state saved
+            # after step k holds every update up to k and a resumed run repeats the schedule exactly.
+            build = grid is None and it > grid_config.warmup_iters
+            if build or (grid is not None and it > 1 and (it - 1) % grid_config.refresh_every == 0):
+                synchronize(device)  # only every refresh_every steps: times the upkeep, not the step before
+                upkeep = time.perf_counter()
+                if grid is None:
+                    grid = OccupancyGrid.covering(
+                        rays,
+                        near=near,
+                        far=far,
+                        n_samples=render.n_samples,
+                        config=grid_config,
+                        device=device,
+                    )
+                with autocast(device, precision):
+                    grid.refresh(model, generator=grid_gen, fine_model=fine_model)
+                synchronize(device)
+                result.occupancy_seconds += time.perf_counter() - upkeep
         if it <= config.precrop_iters and len(center_idx) > 0:
             pick = torch.randint(len(center_idx), (config.rays_per_step,), generator=gen, device=device)
             idx = center_idx[pick]
@@ -168,9 +275,22 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
             group["lr"] = lr
 
         with autocast(device, precision):
-            out = render_rays(model, origins[idx], dirs[idx], viewdirs[idx], near=near, far=far,
-                              config=render, background=bg, perturb=True, generator=gen,
-                              fine_model=fine_model)
+            out = render_rays(
+                model,
+                origins[idx],
+                dirs[idx],
+                viewdirs[idx],
+                near=near,
+                far=far,
+                config=render,
+                background=bg,
+                perturb=True,
+                generator=gen,
+                fine_model=fine_model,
+                occupancy=grid,
+            )
+        result.mlp_points += out.mlp_points
+        result.rays += config.rays_per_step
         target = colors[idx]
         mse = torch.mean((out.rgb - target) ** 2)
         loss = mse if out.rgb_coarse is None else mse + torch.mean((out.rgb_coarse - target) ** 2)
@@ -186,21 +306,47 @@ def train(model: NeRFMLP, rays: RaysTable, *, near: float, far: float,
                 raise FloatingPointError(f"training diverged at iteration {it}: loss is {mse_value}")
             now = time.perf_counter()
             span = it % config.log_every or config.log_every
-            stats = StepStats(iteration=it, loss=float(loss.detach()), psnr=mse_to_psnr(mse_value),
-                              iters_per_s=span / max(now - last_log, 1e-9))
+            stats = StepStats(
+                iteration=it,
+                loss=float(loss.detach()),
+                psnr=mse_to_psnr(mse_value),
+                iters_per_s=span / max(now - last_log, 1e-9),
+            )
             last_log = now
-            result.curve.append({"iteration": it, "loss": stats.loss, "psnr": stats.psnr})
+            result.curve.append(
+                {
+                    "iteration": it,
+                    "loss": stats.loss,
+                    "psnr": stats.psnr,
+                    "points_per_ray": (result.mlp_points - logged_points) / max(result.rays - logged_rays, 1),
+                    "mlp_points": result.mlp_points,
+                }
+            )
+            logged_points, logged_rays = result.mlp_points, result.rays
             if on_step is not None:
                 on_step(stats)
-        if on_checkpoint is not None and checkpoint_every and it % checkpoint_every == 0 \
-                and it < config.iterations:
+        if (
+            on_checkpoint is not None
+            and ((checkpoint_every and it % checkpoint_every == 0) or it in checkpoint_at)
+            and it < config.iterations
+        ):
             synchronize(device)
             pause = time.perf_counter()
-            on_checkpoint(TrainState(
-                iteration=it, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                generator=gen.get_state(), curve=list(result.curve),
-                train_seconds=spent_before + pause - start - paused))
+            on_checkpoint(
+                TrainState(
+                    iteration=it,
+                    optimizer=optimizer.state_dict(),
+                    scaler=scaler.state_dict(),
+                    generator=gen.get_state(),
+                    curve=list(result.curve),
+                    train_seconds=spent_before + pause - start - paused,
+                    occupancy=grid.state_dict() if grid is not None else None,
+                    occupancy_generator=grid_gen.get_state() if use_grid else None,
+                    mlp_points=result.mlp_points,
+                )
+            )
             paused += time.perf_counter() - pause
     synchronize(device)
     result.train_seconds = spent_before + time.perf_counter() - start - paused
+    result.occupancy = grid
     return result

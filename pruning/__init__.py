@@ -12,18 +12,50 @@ from pruning.edge import edge_masks, edge_prune_, masks_enforced
 from pruning.histogram import save_weight_histogram_png, weight_histogram
 from pruning.retrain import PrunedRun, prune_and_retrain, prune_retrain_evaluate, run_prune
 from pruning.scores import NeuronScores, neuron_scores
-from pruning.selection import (ALL_STRATEGIES, EDGE, PHIS, STRATEGIES, CoresetSelection,
-                               ImportanceSelection, Selection, SelectionStrategy, UniformSelection,
-                               make_strategy)
+from pruning.selection import (
+    PHIS,
+    CoresetSelection,
+    ImportanceSelection,
+    Selection,
+    SelectionStrategy,
+    UniformSelection,
+)
 from pruning.sparse import dense_state_dict, sparse_size_bytes, sparse_state_dict
 from pruning.spec import MAX_WIDTH, PruneResult, PruneSpec, prune, structured_plan
+from pruning.strategies import EDGE, STRATEGIES, STRUCTURED, Strategy, check_strategy, make_selection
 from pruning.surgery import shrink
 
 __all__ = [
-    "ALL_STRATEGIES", "EDGE", "MAX_WIDTH", "PHIS", "STRATEGIES",
-    "CoresetSelection", "ImportanceSelection", "NeuronScores", "PruneResult", "PruneSpec", "PrunedRun",
-    "Selection", "SelectionStrategy", "UniformSelection",
-    "dense_state_dict", "edge_masks", "edge_prune_", "make_strategy", "masks_enforced", "neuron_scores",
-    "prune", "prune_and_retrain", "prune_retrain_evaluate", "run_prune", "save_weight_histogram_png",
-    "shrink", "sparse_size_bytes", "sparse_state_dict", "structured_plan", "weight_histogram",
+    "EDGE",
+    "MAX_WIDTH",
+    "PHIS",
+    "STRATEGIES",
+    "STRUCTURED",
+    "CoresetSelection",
+    "ImportanceSelection",
+    "NeuronScores",
+    "PruneResult",
+    "PruneSpec",
+    "PrunedRun",
+    "Selection",
+    "SelectionStrategy",
+    "Strategy",
+    "UniformSelection",
+    "check_strategy",
+    "dense_state_dict",
+    "edge_masks",
+    "edge_prune_",
+    "make_selection",
+    "masks_enforced",
+    "neuron_scores",
+    "prune",
+    "prune_and_retrain",
+    "prune_retrain_evaluate",
+    "run_prune",
+    "save_weight_histogram_png",
+    "shrink",
+    "sparse_size_bytes",
+    "sparse_state_dict",
+    "structured_plan",
+    "weight_histogram",
 ]

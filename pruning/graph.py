@@ -32,8 +32,7 @@ def input_layouts(config: ModelConfig) -> dict[str, tuple[Segment, ...]]:
     previous: Segment = Segment(None, c.pos_dim)
     for i, width in enumerate(c.trunk_widths):
         # the skip layer reads cat([gamma(x), h]): the encoding columns come first
-        layouts[trunk_name(i)] = ((Segment(None, c.pos_dim), previous) if i == c.skip_layer
-                                  else (previous,))
+        layouts[trunk_name(i)] = (Segment(None, c.pos_dim), previous) if i == c.skip_layer else (previous,)
         previous = Segment(trunk_name(i), width)
     if c.use_viewdirs:
         layouts["density_head"] = (previous,)

@@ -29,9 +29,13 @@ def weight_histogram(model: nn.Module, *, bins: int = 50, max_abs: float = 0.5) 
     """
     mags = weight_magnitudes(model)
     counts, edges = np.histogram(mags, bins=bins, range=(0.0, max_abs))
-    return {"edges": edges.tolist(), "counts": counts.tolist(),
-            "overflow": int(np.count_nonzero(mags > max_abs)), "total": int(mags.size),
-            "fraction_below": {t: float(np.mean(mags < t)) for t in MARKS}}
+    return {
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "overflow": int(np.count_nonzero(mags > max_abs)),
+        "total": int(mags.size),
+        "fraction_below": {t: float(np.mean(mags < t)) for t in MARKS},
+    }
 
 
 def save_weight_histogram_png(model: nn.Module, path: Path, *, bins: int = 50, max_abs: float = 0.5) -> Path:
@@ -50,8 +54,16 @@ def save_weight_histogram_png(model: nn.Module, path: Path, *, bins: int = 50, m
     for t in MARKS:
         ax.axvline(t, color="tab:red", linestyle="--", linewidth=1)
     # one text block, not a label per line: neighbouring thresholds would print over each other
-    ax.text(0.97, 0.95, "\n".join(f"{100 * hist['fraction_below'][t]:.0f}% of |w| < {t}" for t in MARKS),
-            transform=ax.transAxes, ha="right", va="top", color="tab:red", fontsize=9)
+    ax.text(
+        0.97,
+        0.95,
+        "\n".join(f"{100 * hist['fraction_below'][t]:.0f}% of |w| < {t}" for t in MARKS),
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        color="tab:red",
+        fontsize=9,
+    )
     ax.set_xlabel("|weight|")
     ax.set_ylabel("share of weights")
     ax.set_title(f"Edge weights ({hist['total']:,} weights, {hist['overflow']} above {max_abs})")

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
-from nerf.checkpoint import load_checkpoint
-from nerf.data.scene import Scene
 from common.errors import InputError
+from nerf.checkpoint import load_checkpoint, load_occupancy
+from nerf.data.scene import Scene
 from nerf.evaluate import EvalConfig, EvalResult, evaluate
 from nerf.experiment import DataConfig, machine_info, model_metrics, run_metrics, write_run
 from nerf.model import NeRFMLP
+from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
 from nerf.train import StepStats, TrainConfig, TrainResult, TrainState, train
@@ -42,19 +43,44 @@ class PrunedRun:
     """The coarse network's pruning, then the fine one's if any."""
 
 
-def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Scene, rays: RaysTable,
-                           spec: PruneSpec, *, retrain: TrainConfig, render: RenderConfig,
-                           eval_config: EvalConfig, seed: int,
-                           on_step: Callable[[StepStats], None] | None = None,
-                           resume: dict | None = None, checkpoint_every: int = 0,
-                           on_checkpoint: Callable[[dict], None] | None = None) -> PrunedRun:
+def prune_retrain_evaluate(
+    model: NeRFMLP,
+    fine_model: NeRFMLP | None,
+    scene: Scene,
+    rays: RaysTable,
+    spec: PruneSpec,
+    *,
+    retrain: TrainConfig,
+    render: RenderConfig,
+    eval_config: EvalConfig,
+    seed: int,
+    on_step: Callable[[StepStats], None] | None = None,
+    resume: dict | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_at: Collection[int] = (),
+    on_checkpoint: Callable[[dict], None] | None = None,
+    occupancy: OccupancyGrid | None = None,
+    occupancy_config: OccupancyConfig = OccupancyConfig(),
+) -> PrunedRun:
     """prune_and_retrain, returning the evaluation and training results as well.
+
+    With render.sampling 'occupancy', `occupancy` is the dense model's grid: the pruned model is scored
+    with it before retraining, retrains with a copy of it that is refreshed from the pruned model as it
+    learns (the input grid is not modified), and is scored with the refreshed grid after. Without a grid,
+    retraining builds one after occupancy_config.warmup_iters vanilla steps.
 
     Mid-retraining checkpoints: every `checkpoint_every` steps `on_checkpoint` receives a dict of plain
     tensors and numbers (the pruned weights and the TrainState) that torch.save/load(weights_only=True)
-    round-trip (live tensors: save them during the call); passing it back as `resume` re-prunes (deterministic for the seed, so the same shapes and
-    edge masks) and continues the retraining where it stopped.
+    round-trip (live tensors: save them during the call); passing it back as `resume` re-prunes
+    (deterministic for the seed, so the same shapes and edge masks) and continues the retraining where it
+    stopped; the TrainState in it carries the occupancy grid as it stood, so a resumed retraining
+    refreshes exactly as an unbroken one.
     """
+    if occupancy is not None and render.sampling != "occupancy":
+        raise InputError(
+            f"an occupancy grid was given but render sampling is {render.sampling!r}; "
+            f"use sampling 'occupancy' to retrain with it"
+        )
     start = time.perf_counter()
     pruned = [prune(model, spec, seed=seed)]
     if fine_model is not None:
@@ -70,9 +96,19 @@ def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Sc
             fine.load_state_dict(resume["fine_model"])
         train_state = TrainState.from_dict(resume["train"])
 
+    grid = occupancy  # what score() renders with: the dense grid before retraining, the refreshed one after
+
     def score() -> EvalResult:
-        return evaluate(coarse, scene, render=render, config=eval_config, device=retrain.device,
-                        precision=retrain.precision, fine_model=fine)
+        return evaluate(
+            coarse,
+            scene,
+            render=render,
+            config=eval_config,
+            device=retrain.device,
+            precision=retrain.precision,
+            fine_model=fine,
+            occupancy=grid,
+        )
 
     if resume is None:
         before = score()
@@ -80,50 +116,106 @@ def prune_retrain_evaluate(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Sc
 
     def save_state(state: TrainState) -> None:
         if on_checkpoint is not None:
-            on_checkpoint({"model": coarse.state_dict(), "fine_model": fine.state_dict() if fine else None,
-                           "train": state.to_dict(), "pre_retrain_psnr": before_psnr,
-                           "pre_retrain_ssim": before_ssim})
+            on_checkpoint(
+                {
+                    "model": coarse.state_dict(),
+                    "model_config": coarse.config.to_dict(),
+                    "fine_model": fine.state_dict() if fine else None,
+                    "fine_model_config": fine.config.to_dict() if fine else None,
+                    "train": state.to_dict(),
+                    "pre_retrain_psnr": before_psnr,
+                    "pre_retrain_ssim": before_ssim,
+                }
+            )
 
     with ExitStack() as stack:
         for result in pruned:
             stack.enter_context(masks_enforced(result.model, result.masks))
-        train_result = train(coarse, rays, near=scene.near, far=scene.far, background=scene.background,
-                             render=render, config=retrain, fine_model=fine, on_step=on_step,
-                             resume=train_state, checkpoint_every=checkpoint_every,
-                             on_checkpoint=save_state)
+        train_result = train(
+            coarse,
+            rays,
+            near=scene.near,
+            far=scene.far,
+            background=scene.background,
+            render=render,
+            config=retrain,
+            fine_model=fine,
+            on_step=on_step,
+            resume=train_state,
+            checkpoint_every=checkpoint_every,
+            checkpoint_at=checkpoint_at,
+            on_checkpoint=save_state,
+            occupancy=occupancy,
+            occupancy_config=occupancy_config,
+        )
+    grid = train_result.occupancy
     after = score()
     models = [m for m in (coarse, fine) if m is not None]
     inputs = [m for m in (model, fine_model) if m is not None]
     metrics = {
-        "scene": scene.name, "resolution": [scene.height, scene.width],
-        **run_metrics(train_result, after), **model_metrics(coarse, fine),
+        "scene": scene.name,
+        "resolution": [scene.height, scene.width],
+        **run_metrics(train_result, after),
+        **model_metrics(coarse, fine),
         "sparse_size_mb": sum(sparse_size_bytes(m) for m in models) / 1e6,
-        "strategy": spec.strategy, "width": spec.width, "beta": spec.beta, "phi": spec.phi,
+        "strategy": spec.strategy,
+        "width": spec.width,
+        "beta": spec.beta,
+        "phi": spec.phi,
         "scaling": spec.scaling,
-        "threshold": spec.threshold, "prune_view": spec.prune_view, "prune_seed": seed,
+        "threshold": spec.threshold,
+        "prune_view": spec.prune_view,
+        "prune_seed": seed,
         "kept_fraction": combined_kept_fraction(pruned, inputs),
         "dense_params": model_metrics(model, fine_model)["params"],
-        "pre_retrain_psnr": before_psnr, "pre_retrain_ssim": before_ssim,
+        "pre_retrain_psnr": before_psnr,
+        "pre_retrain_ssim": before_ssim,
         "resumed_from_iteration": train_state.iteration if train_state is not None else 0,
-        "prune_seconds": prune_seconds, "curve": train_result.curve,
+        "prune_seconds": prune_seconds,
+        "curve": train_result.curve,
+        "inherited_occupancy": occupancy is not None,
     }
-    return PrunedRun(model=coarse, fine_model=fine, metrics=metrics, eval_result=after,
-                     train_result=train_result, pruned=pruned)
+    return PrunedRun(
+        model=coarse,
+        fine_model=fine,
+        metrics=metrics,
+        eval_result=after,
+        train_result=train_result,
+        pruned=pruned,
+    )
 
 
-def prune_and_retrain(model: NeRFMLP, fine_model: NeRFMLP | None, scene: Scene, rays: RaysTable,
-                      spec: PruneSpec, *, retrain: TrainConfig, render: RenderConfig,
-                      eval_config: EvalConfig, seed: int,
-                      on_step: Callable[[StepStats], None] | None = None,
-                      ) -> tuple[NeRFMLP, NeRFMLP | None, dict]:
+def prune_and_retrain(
+    model: NeRFMLP,
+    fine_model: NeRFMLP | None,
+    scene: Scene,
+    rays: RaysTable,
+    spec: PruneSpec,
+    *,
+    retrain: TrainConfig,
+    render: RenderConfig,
+    eval_config: EvalConfig,
+    seed: int,
+    on_step: Callable[[StepStats], None] | None = None,
+) -> tuple[NeRFMLP, NeRFMLP | None, dict]:
     """Prune (seeded by `seed`), evaluate, retrain with `retrain`, evaluate again.
 
     The input networks are not modified. Returns the retrained pruned networks and the metrics:
     run_metrics + model_metrics fields of the retrained networks, plus strategy, width, beta, phi,
     threshold, prune_view, kept_fraction, sparse_size_mb, dense_params, pre_retrain_psnr/ssim.
     """
-    run = prune_retrain_evaluate(model, fine_model, scene, rays, spec, retrain=retrain, render=render,
-                                 eval_config=eval_config, seed=seed, on_step=on_step)
+    run = prune_retrain_evaluate(
+        model,
+        fine_model,
+        scene,
+        rays,
+        spec,
+        retrain=retrain,
+        render=render,
+        eval_config=eval_config,
+        seed=seed,
+        on_step=on_step,
+    )
     return run.model, run.fine_model, run.metrics
 
 
@@ -140,14 +232,23 @@ def data_config_of(dense_config: dict, data_source: str | None) -> DataConfig:
             raise InputError("the checkpoint records no data config; give the scene's data source")
         return DataConfig(data_source)
     background = data.get("background")
-    return DataConfig(source=data_source if data_source is not None else data["source"],
-                      downscale=int(data.get("downscale", 1)),
-                      background=tuple(background) if background is not None else None)
+    return DataConfig(
+        source=data_source if data_source is not None else data["source"],
+        downscale=int(data.get("downscale", 1)),
+        background=tuple(background) if background is not None else None,
+    )
 
 
-def run_prune(checkpoint: Path, spec: PruneSpec, *, retrain: TrainConfig, out_dir: Path | None,
-              data_source: str | None = None, eval_config: EvalConfig | None = None,
-              on_step: Callable[[StepStats], None] | None = None) -> dict:
+def run_prune(
+    checkpoint: Path,
+    spec: PruneSpec,
+    *,
+    retrain: TrainConfig,
+    out_dir: Path | None,
+    data_source: str | None = None,
+    eval_config: EvalConfig | None = None,
+    on_step: Callable[[StepStats], None] | None = None,
+) -> dict:
     """Prune a saved dense run (a `study dense` folder or its model.pt), retrain, evaluate, and (if
     out_dir) write model.pt, renders/ and metrics.json there. Returns the metrics.
 
@@ -164,15 +265,45 @@ def run_prune(checkpoint: Path, spec: PruneSpec, *, retrain: TrainConfig, out_di
     render = RenderConfig(**dense["render"]) if "render" in dense else RenderConfig()
     if eval_config is None:
         eval_config = EvalConfig(**dense["eval"]) if "eval" in dense else EvalConfig()
-    run = prune_retrain_evaluate(model, fine, scene, rays, spec, retrain=retrain, render=render,
-                                 eval_config=eval_config, seed=retrain.seed, on_step=on_step)
+    # the dense run's grid, if it trained with one (a run that ended in warm-up has none: retraining
+    # then builds its own after the warm-up)
+    occupancy = load_occupancy(Path(checkpoint)) if render.sampling == "occupancy" else None
+    occupancy_config = OccupancyConfig(**dense["occupancy"]) if "occupancy" in dense else OccupancyConfig()
+    run = prune_retrain_evaluate(
+        model,
+        fine,
+        scene,
+        rays,
+        spec,
+        retrain=retrain,
+        render=render,
+        eval_config=eval_config,
+        seed=retrain.seed,
+        on_step=on_step,
+        occupancy=occupancy,
+        occupancy_config=occupancy_config,
+    )
     metrics = run.metrics
-    metrics["config"] = {"dense": dense, "prune": asdict(spec), "retrain": asdict(retrain),
-                         "render": asdict(render), "eval": asdict(eval_config),
-                         "checkpoint": str(checkpoint)}
+    metrics["config"] = {
+        "dense": dense,
+        "prune": asdict(spec),
+        "retrain": asdict(retrain),
+        "render": asdict(render),
+        "eval": asdict(eval_config),
+        "checkpoint": str(checkpoint),
+    }
     metrics["machine"] = machine_info()
     if out_dir is not None:
-        write_run(out_dir, run.model, run.fine_model, scene, metrics, run.eval_result, eval_config)
+        write_run(
+            out_dir,
+            run.model,
+            run.fine_model,
+            scene,
+            metrics,
+            run.eval_result,
+            eval_config,
+            occupancy=run.train_result.occupancy,
+        )
     metrics["wall_seconds"] = time.perf_counter() - wall
     if out_dir is not None:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -45,7 +45,9 @@ def weight_abs(model: NeRFMLP, name: str) -> np.ndarray:
 def layer_scores(model: NeRFMLP, name: str) -> NeuronScores:
     width = layer_width(model.config, name)
     w_in = weight_abs(model, name).mean(axis=1)
-    outgoing = [weight_abs(model, c)[:, offset:offset + width] for c, offset in consumers(model.config, name)]
+    outgoing = [
+        weight_abs(model, c)[:, offset : offset + width] for c, offset in consumers(model.config, name)
+    ]
     w_out = np.concatenate(outgoing, axis=0).mean(axis=0)
     return NeuronScores(w_in=w_in, w_out=w_out)
 

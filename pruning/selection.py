@@ -7,8 +7,9 @@ weights (its consumers' input columns) are multiplied. `pruning.surgery` applies
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Selection:
         return int(self.indices.size)
 
     @classmethod
-    def keep_all(cls, width: int) -> "Selection":
+    def keep_all(cls, width: int) -> Selection:
         return cls(np.arange(width))
 
 
@@ -55,8 +56,9 @@ class SelectionStrategy(Protocol):
 
 def check_width(scores: NeuronScores, width: int) -> None:
     if not 1 <= width <= scores.width:
-        raise InputError(f"width {width} cannot be kept from a layer of {scores.width} neurons; "
-                             f"allowed: 1..{scores.width}")
+        raise InputError(
+            f"width {width} cannot be kept from a layer of {scores.width} neurons; allowed: 1..{scores.width}"
+        )
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,9 @@ class CoresetSelection:
         return Selection(indices, scales[indices] if self.scaling == "unbiased" else None)
 
 
-def draw_until_distinct(pr: np.ndarray, width: int, generator: np.random.Generator, *,
-                        max_draws: int) -> tuple[np.ndarray, int]:
+def draw_until_distinct(
+    pr: np.ndarray, width: int, generator: np.random.Generator, *, max_draws: int
+) -> tuple[np.ndarray, int]:
     """Draw i.i.d. from pr until `width` distinct values are seen (or max_draws is reached).
 
     Returns the draw count of every neuron and m, the number of draws. Draws are made in chunks for
@@ -196,7 +199,7 @@ def draw_until_distinct(pr: np.ndarray, width: int, generator: np.random.Generat
         values, first = np.unique(draws, return_index=True)
         new_first = np.sort(first[~seen[values]])
         if n_seen + new_first.size >= width:
-            draws = draws[:new_first[width - n_seen - 1] + 1]
+            draws = draws[: new_first[width - n_seen - 1] + 1]
             values = np.unique(draws)
         counts += np.bincount(draws, minlength=n)
         seen[values] = True
@@ -205,54 +208,9 @@ def draw_until_distinct(pr: np.ndarray, width: int, generator: np.random.Generat
     return counts, m
 
 
-StrategyFactory = Callable[..., SelectionStrategy]
-"""Called with keyword-only beta= and phi=; strategies ignore the options they do not use."""
-
-
 SCALINGS = ("unbiased", "none")
 
 
 def check_scaling(name: str) -> None:
     if name not in SCALINGS:
         raise InputError(f"unknown coreset scaling {name!r}; allowed: {', '.join(SCALINGS)}")
-
-
-def make_uniform(*, beta: float, phi: str, scaling: str = "unbiased") -> SelectionStrategy:
-    return UniformSelection()
-
-
-def make_importance(key: Literal["in", "out", "prod"]) -> StrategyFactory:
-    def factory(*, beta: float, phi: str, scaling: str = "unbiased") -> SelectionStrategy:
-        return ImportanceSelection(key)
-    return factory
-
-
-def make_coreset(*, beta: float, phi: str, scaling: str = "unbiased") -> SelectionStrategy:
-    return CoresetSelection(beta=beta, phi=phi, scaling=scaling)
-
-
-STRATEGIES: dict[str, StrategyFactory] = {
-    "uniform": make_uniform,
-    "importance-in": make_importance("in"),
-    "importance-out": make_importance("out"),
-    "importance-prod": make_importance("prod"),
-    "coreset": make_coreset,
-}
-"""Structured (neuron) strategies by name. Edge pruning, which removes weights, is `pruning.edge`."""
-
-EDGE = "edge"
-ALL_STRATEGIES: tuple[str, ...] = (*STRATEGIES, EDGE)
-
-
-def check_strategy(name: str) -> None:
-    if name not in ALL_STRATEGIES:
-        raise InputError(f"unknown pruning strategy {name!r}; allowed: {', '.join(ALL_STRATEGIES)}")
-
-
-def make_strategy(name: str, *, beta: float = 3.0, phi: str = "relu",
-                  scaling: str = "unbiased") -> SelectionStrategy:
-    """The structured strategy `name`; InputError for an unknown name (or for 'edge')."""
-    check_strategy(name)
-    if name == EDGE:
-        raise InputError("'edge' removes weights, not neurons; allowed here: " + ", ".join(STRATEGIES))
-    return STRATEGIES[name](beta=beta, phi=phi, scaling=scaling)

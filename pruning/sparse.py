@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
 TENSOR_OVERHEAD = 320
 """Bytes torch.save spends per stored tensor beyond its data (zip record + pickle; torch 2.x), plus the
 small dict that names an encoding: it decides the format of small tensors."""
@@ -46,15 +45,24 @@ def encode_tensor(tensor: torch.Tensor) -> torch.Tensor | dict:
     mask = t != 0
     if fmt == "bitmap":
         bits = np.packbits(mask.reshape(-1).numpy())
-        return {"format": "bitmap", "shape": list(t.shape), "bits": torch.from_numpy(bits),
-                "values": t[mask].clone()}
+        return {
+            "format": "bitmap",
+            "shape": list(t.shape),
+            "bits": torch.from_numpy(bits),
+            "values": t[mask].clone(),
+        }
     rows, cols = t.shape
     row_ptr = torch.zeros(rows + 1, dtype=torch.int32)
     row_ptr[1:] = torch.cumsum(mask.sum(dim=1), 0).to(torch.int32)
     index_dtype = torch.int16 if cols <= 32768 else torch.int32
     col_idx = torch.nonzero(mask)[:, 1].to(index_dtype)  # row-major, so grouped by row
-    return {"format": "csr", "shape": [rows, cols], "row_ptr": row_ptr, "col_idx": col_idx,
-            "values": t[mask].clone()}
+    return {
+        "format": "csr",
+        "shape": [rows, cols],
+        "row_ptr": row_ptr,
+        "col_idx": col_idx,
+        "values": t[mask].clone(),
+    }
 
 
 def decode_tensor(entry: torch.Tensor | dict) -> torch.Tensor:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +16,8 @@ from nerf.model import ModelConfig, NeRFMLP
 from pruning.edge import Masks, check_threshold, edge_prune_, kept_weights, weight_count
 from pruning.graph import hidden_layers, layer_width
 from pruning.scores import NeuronScores, neuron_scores
-from pruning.selection import EDGE, Selection, check_phi, check_scaling, check_strategy, make_strategy
+from pruning.selection import Selection, check_phi, check_scaling
+from pruning.strategies import EDGE, check_strategy, make_selection
 from pruning.surgery import shrink
 
 MAX_WIDTH = 256
@@ -31,7 +34,7 @@ class PruneSpec:
     """
 
     strategy: str
-    """One of pruning.selection.ALL_STRATEGIES."""
+    """A name of pruning.strategies.STRATEGIES."""
     width: int | None = None
     """Neurons kept per pruned layer (1..256); structured strategies only (set to None for 'edge')."""
     beta: float = 3.0
@@ -49,10 +52,15 @@ class PruneSpec:
         check_strategy(self.strategy)
         if self.strategy == EDGE:
             object.__setattr__(self, "width", None)  # not applicable; keeps one spelling per config
-        elif (isinstance(self.width, bool) or not isinstance(self.width, (int, np.integer))
-              or not 1 <= self.width <= MAX_WIDTH):
-            raise InputError(f"width {self.width!r} is invalid for strategy {self.strategy!r}; "
-                                 f"allowed: an integer in 1..{MAX_WIDTH}")
+        elif (
+            isinstance(self.width, bool)
+            or not isinstance(self.width, (int, np.integer))
+            or not 1 <= self.width <= MAX_WIDTH
+        ):
+            raise InputError(
+                f"width {self.width!r} is invalid for strategy {self.strategy!r}; "
+                f"allowed: an integer in 1..{MAX_WIDTH}"
+            )
         else:
             object.__setattr__(self, "width", int(self.width))
         if not (math.isfinite(self.beta) and self.beta > 0):
@@ -64,6 +72,17 @@ class PruneSpec:
         check_threshold(self.threshold)
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "beta", float(self.beta))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PruneSpec:
+        """The spec of a study's trial config, where keys that do not apply are None: those take the
+        defaults above (spelled once, here)."""
+        given = {
+            k: config[k]
+            for k in ("strategy", "width", "beta", "phi", "threshold", "scaling", "prune_view")
+            if config.get(k) is not None
+        }
+        return cls(**given)
 
     @property
     def structured(self) -> bool:
@@ -96,8 +115,9 @@ def structured_plan(config: ModelConfig, *, width: int, prune_view: bool) -> dic
     for name, target in plan.items():
         current = layer_width(config, name)
         if target > current:
-            raise InputError(f"width {target} exceeds the {current} neurons of layer {name}; "
-                                 f"allowed: 1..{current}")
+            raise InputError(
+                f"width {target} exceeds the {current} neurons of layer {name}; allowed: 1..{current}"
+            )
     return plan
 
 
@@ -111,7 +131,7 @@ def prune(model: NeRFMLP, spec: PruneSpec, *, seed: int | tuple[int, ...]) -> Pr
         assert spec.width is not None
         plan = structured_plan(model.config, width=spec.width, prune_view=spec.prune_view)
         scores = neuron_scores(model, tuple(plan))
-        strategy = make_strategy(spec.strategy, beta=spec.beta, phi=spec.phi, scaling=spec.scaling)
+        strategy = make_selection(spec.strategy, beta=spec.beta, phi=spec.phi, scaling=spec.scaling)
         for name, width in plan.items():  # fixed order, so one generator gives reproducible draws
             selections[name] = strategy.select(scores[name], width, generator=generator)
         pruned = shrink(model, selections)
@@ -119,8 +139,9 @@ def prune(model: NeRFMLP, spec: PruneSpec, *, seed: int | tuple[int, ...]) -> Pr
         pruned = copy.deepcopy(model)
     masks = edge_prune_(pruned, spec.threshold)
     kept_fraction = kept_weights(pruned, masks) / weight_count(model)
-    return PruneResult(model=pruned, masks=masks, kept_fraction=kept_fraction, selections=selections,
-                       scores=scores)
+    return PruneResult(
+        model=pruned, masks=masks, kept_fraction=kept_fraction, selections=selections, scores=scores
+    )
 
 
 def combined_kept_fraction(results: list[PruneResult], inputs: list[torch.nn.Module]) -> float:

@@ -28,8 +28,9 @@ def check_selections(model: NeRFMLP, selections: Mapping[str, Selection]) -> Non
             raise ValueError(f"selection for {name} indexes neuron {sel.indices[-1]} of a {width}-wide layer")
 
 
-def column_plan(model: NeRFMLP, name: str, selections: Mapping[str, Selection],
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def column_plan(
+    model: NeRFMLP, name: str, selections: Mapping[str, Selection], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Input columns of layer `name` to keep, and their scales (None when all are 1)."""
     columns: list[torch.Tensor] = []
     scales: list[torch.Tensor] = []

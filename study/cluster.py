@@ -7,8 +7,8 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from common.errors import InputError
 
@@ -54,10 +54,15 @@ def require_gpus(gpus_per_trial: float, *, wait_s: float = 0.0, poll_s: float = 
         request_resources(bundles=[])  # the trials' own demands keep the workers up from here
         if have >= gpus_per_trial:
             return
-    waited = f" after waiting {wait_s:g} s for the autoscaler" if wait_s > 0 else \
-        "; on an autoscaling cluster pass --wait-for-gpus SECONDS to let it start GPU workers"
-    raise InputError(f"--gpus-per-trial {gpus_per_trial:g} but the Ray cluster has {have:g} GPU(s)"
-                         f"{waited}; trials would pend forever")
+    waited = (
+        f" after waiting {wait_s:g} s for the autoscaler"
+        if wait_s > 0
+        else "; on an autoscaling cluster pass --wait-for-gpus SECONDS to let it start GPU workers"
+    )
+    raise InputError(
+        f"--gpus-per-trial {gpus_per_trial:g} but the Ray cluster has {have:g} GPU(s)"
+        f"{waited}; trials would pend forever"
+    )
 
 
 def dense_trainer_on_cluster(*, gpus: float, cpus: float) -> Callable:
@@ -76,10 +81,13 @@ def dense_trainer_on_cluster(*, gpus: float, cpus: float) -> Callable:
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as tmp:
             run_dense(config, Path(tmp), scene=scene)
-            return {p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
+            return {
+                p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
+            }
 
-    task = ray.remote(train_files).options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0,
-                                           name="dense-model", max_retries=1)
+    task = ray.remote(train_files).options(
+        num_cpus=cpus, num_gpus=1 if gpus > 0 else 0, name="dense-model", max_retries=1
+    )
 
     def train(config, scene, out_dir: Path) -> None:
         for name, data in ray.get(task.remote(config, scene)).items():

@@ -10,27 +10,36 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
+import torch
 
-from nerf.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from nerf.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_occupancy
 from nerf.data.scene import SPLITS, Scene
 from nerf.experiment import DenseConfig, run_dense
+from nerf.occupancy import OccupancyGrid
 from nerf.train import StepStats
 
 
 def default_cache_dir() -> Path:
+    """$NERF_STUDY_CACHE, else `dense/` under the project's cache root (nerf.precision.cache_dir)."""
+    from nerf.precision import cache_dir
+
     env = os.environ.get("NERF_STUDY_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "nerf-prune-study" / "dense"
+    return Path(env) if env else cache_dir() / "dense"
 
 
 def scene_fingerprint(scene: Scene) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([scene.height, scene.width, scene.focal, scene.near, scene.far,
-                         list(scene.background), scene.ndc]).encode())
+    h.update(
+        json.dumps(
+            [scene.height, scene.width, scene.focal, scene.near, scene.far, list(scene.background), scene.ndc]
+        ).encode()
+    )
     for split in SPLITS:
         views = scene.split(split)
         h.update(np.ascontiguousarray(views.images).tobytes())
@@ -59,14 +68,53 @@ class DenseModel:
     metrics: dict
     cached: bool
     """True when it was found in the cache instead of trained now."""
+    occupancy: dict[str, Any] | None = None
+    """The dense run's occupancy grid (its state_dict, tensors as numpy), which every trial inherits;
+    None for vanilla sampling."""
+
+    def occupancy_grid(self) -> OccupancyGrid | None:
+        if self.occupancy is None:
+            return None
+        return OccupancyGrid.from_state_dict(
+            {
+                k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
+                for k, v in self.occupancy.items()
+            }
+        )
 
 
-def load_or_train(config: DenseConfig, scene: Scene, *, cache_dir: Path | None = None,
-                  on_step: Callable[[StepStats], None] | None = None,
-                  train: Callable[[DenseConfig, Scene, Path], None] | None = None) -> DenseModel:
+def remove_stale_tmp(cache_dir: Path) -> None:
+    """Temporary run folders of processes that died mid-training (a kill) are never renamed into the
+    cache: remove them, so a cache does not fill with dead runs."""
+    for tmp in cache_dir.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_or_train(
+    config: DenseConfig,
+    scene: Scene,
+    *,
+    cache_dir: Path | None = None,
+    on_step: Callable[[StepStats], None] | None = None,
+    train: Callable[[DenseConfig, Scene, Path], None] | None = None,
+) -> DenseModel:
     """The cached dense model of (scene, config), trained first if missing: in this process (with
     `on_step` progress), or by `train(config, scene, out_dir)`, e.g. a Ray task on a cluster node."""
     cache_dir = cache_dir or default_cache_dir()
+    if cache_dir.is_dir():
+        remove_stale_tmp(cache_dir)
     key = dense_key(config, scene)
     folder = cache_dir / key
     cached = (folder / CHECKPOINT_NAME).is_file() and (folder / "metrics.json").is_file()
@@ -81,8 +129,21 @@ def load_or_train(config: DenseConfig, scene: Scene, *, cache_dir: Path | None =
         else:
             tmp.replace(folder)  # atomic: a half-written run never hits
     model, fine, _ = load_checkpoint(folder)
-    as_numpy = lambda m: {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}  # noqa: E731
-    return DenseModel(key=key, path=folder, model_config=model.config.to_dict(), state=as_numpy(model),
-                      fine_model_config=fine.config.to_dict() if fine is not None else None,
-                      fine_state=as_numpy(fine) if fine is not None else None,
-                      metrics=json.loads((folder / "metrics.json").read_text()), cached=cached)
+    grid = load_occupancy(folder / CHECKPOINT_NAME)
+    as_numpy = lambda m: {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}
+    return DenseModel(
+        key=key,
+        path=folder,
+        model_config=model.config.to_dict(),
+        state=as_numpy(model),
+        fine_model_config=fine.config.to_dict() if fine is not None else None,
+        fine_state=as_numpy(fine) if fine is not None else None,
+        metrics=json.loads((folder / "metrics.json").read_text()),
+        cached=cached,
+        occupancy=None
+        if grid is None
+        else {
+            k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+            for k, v in grid.state_dict().items()
+        },
+    )

@@ -5,57 +5,33 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from common.errors import InputError
-
-
-@dataclass(frozen=True)
-class PaperBudget:
-    description: str
-    downscale: int
-    """Image downscale on load (the shared lego is 400 px: 4 gives 100 px)."""
-    rays_per_step: int
-    samples: int
-    dense_iters: int
-    retrain_iters: int
-    """Iterations every pruned model (and the threshold-0 baseline) is retrained for."""
-    eval_views: int
-    replicates: int
-    """Seeds per neuron-pruning configuration."""
-    max_concurrent: int
-    """1 on a CPU: each trial gets every core, so timings compare with the dense run's."""
-
-
-PAPER_BUDGETS: dict[str, PaperBudget] = {
-    "toy": PaperBudget("smoke test: the built-in scene at 16 px, seconds per trial", downscale=4,
-                       rays_per_step=64, samples=16, dense_iters=60, retrain_iters=20, eval_views=2,
-                       replicates=2, max_concurrent=1),
-    # Sized for the slowest 2-core machine seen (AVX2 only, ~70 GFLOP/s float32, no native bfloat16):
-    # 128 rays x 32 samples is 0.27 s per dense step there, and 3,000 steps reach the paper's 21.5 dB
-    # baseline level (21.36 dB on 8 test views); the whole command took 51 min there.
-    "cpu": PaperBudget("lego at 100 px, under an hour on a 2-core CPU", downscale=4, rays_per_step=128,
-                       samples=32, dense_iters=3000, retrain_iters=800, eval_views=8, replicates=3,
-                       max_concurrent=1),
-    "paper": PaperBudget("paper scale for GPUs: full-size images, 1024 rays x 64 samples, 100k iterations "
-                         "(the paper reports minutes per 100k)", downscale=1, rays_per_step=1024,
-                         samples=64, dense_iters=100_000, retrain_iters=100_000, eval_views=25,
-                         replicates=3, max_concurrent=1),
-}
+from study.options import StudyOptions
+from study.results import save_figure
+from study.spaces import BUDGETS, Budget, get_space
+from study.store import StudyFolder, write_atomic
 
 PAPER = {  # the paper's numbers (Tables 1-4), lego
     "baseline_psnr": 21.5,
-    "edge": {0.0: {"kept": 1.00, "psnr": 21.5}, 0.05: {"kept": 0.40, "psnr": 21.3},
-             0.1: {"kept": 0.20, "psnr": 20.8}},
+    "edge": {
+        0.0: {"kept": 1.00, "psnr": 21.5},
+        0.05: {"kept": 0.40, "psnr": 21.3},
+        0.1: {"kept": 0.20, "psnr": 20.8},
+    },
     "uniform64": {"psnr": 16.5, "size_mb": 0.7},
     "baseline_size_mb": 2.38,
     "importance": {"importance-in": 19.5, "importance-out": 20.0, "importance-prod": 20.0},
-    "coreset": {256: {"params": 595_000, "size_mb": 2.38, "psnr": 21.5, "min_per_100k": 78.75},
-                128: {"params": 288_000, "size_mb": 1.14, "psnr": 21.3, "min_per_100k": 51.25},
-                64: {"params": 177_000, "size_mb": 0.7, "psnr": 20.1, "min_per_100k": 46.25}},
+    "coreset": {
+        256: {"params": 595_000, "size_mb": 2.38, "psnr": 21.5, "min_per_100k": 78.75},
+        128: {"params": 288_000, "size_mb": 1.14, "psnr": 21.3, "min_per_100k": 51.25},
+        64: {"params": 177_000, "size_mb": 0.7, "psnr": 20.1, "min_per_100k": 46.25},
+    },
 }
 
 PSNR_TOLERANCE_DB = 1.0
@@ -72,11 +48,15 @@ class Cell:
     values: list[float]
 
     @classmethod
-    def of(cls, values: list[float]) -> "Cell":
+    def of(cls, values: list[float]) -> Cell:
         if not values:
             return cls(math.nan, math.nan, 0, [])
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
-                   len(values), list(values))
+        return cls(
+            statistics.fmean(values),
+            statistics.stdev(values) if len(values) > 1 else 0.0,
+            len(values),
+            list(values),
+        )
 
     def fmt(self, digits: int = 2) -> str:
         if self.n == 0:
@@ -86,11 +66,17 @@ class Cell:
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
 
 
-def select(rows: list[dict], strategy: str, *, width: int | None = None,
-           threshold: float | None = None) -> list[dict]:
-    return [r for r in rows if r["status"] == "COMPLETE" and r["strategy"] == strategy
-            and (width is None or r["width"] == width)
-            and (threshold is None or abs((r["threshold"] or 0.0) - threshold) < 1e-9)]
+def select(
+    rows: list[dict], strategy: str, *, width: int | None = None, threshold: float | None = None
+) -> list[dict]:
+    return [
+        r
+        for r in rows
+        if r["status"] == "COMPLETE"
+        and r["strategy"] == strategy
+        and (width is None or r["width"] == width)
+        and (threshold is None or abs((r["threshold"] or 0.0) - threshold) < 1e-9)
+    ]
 
 
 def cell(rows: list[dict], key: str, strategy: str, **where) -> Cell:
@@ -100,20 +86,33 @@ def cell(rows: list[dict], key: str, strategy: str, **where) -> Cell:
 def paper_tables(rows: list[dict], dense_metrics: dict) -> dict:
     """Every number of the report, computed from the results table alone (so a test can recompute it)."""
     baseline = {k: cell(rows, k, "edge", threshold=0.0) for k in ("psnr", "size_mb", "params", "train_time")}
-    edge = {t: {"kept": cell(rows, "kept_fraction", "edge", threshold=t),
-                "psnr": cell(rows, "psnr", "edge", threshold=t)} for t in (0.0, 0.05, 0.1)}
+    edge = {
+        t: {
+            "kept": cell(rows, "kept_fraction", "edge", threshold=t),
+            "psnr": cell(rows, "psnr", "edge", threshold=t),
+        }
+        for t in (0.0, 0.05, 0.1)
+    }
     uniform = {k: cell(rows, k, "uniform", width=64) for k in ("psnr", "size_mb", "params")}
-    importance = {s: cell(rows, "psnr", s, width=64) for s in ("importance-in", "importance-out",
-                                                                "importance-prod")}
+    importance = {
+        s: cell(rows, "psnr", s, width=64) for s in ("importance-in", "importance-out", "importance-prod")
+    }
     coreset = {256: {k: baseline[k] for k in ("params", "size_mb", "psnr", "train_time")}}
     for width in (128, 64):
-        coreset[width] = {k: cell(rows, k, "coreset", width=width)
-                          for k in ("params", "size_mb", "psnr", "train_time")}
+        coreset[width] = {
+            k: cell(rows, k, "coreset", width=width) for k in ("params", "size_mb", "psnr", "train_time")
+        }
     for width in coreset:  # train_time is seconds per 1k iterations; the paper gives minutes per 100k
         t = coreset[width]["train_time"]
         coreset[width]["min_per_100k"] = Cell.of([v * 100 / 60 for v in t.values])
-    return {"dense": dense_metrics, "baseline": baseline, "edge": edge, "uniform64": uniform,
-            "importance": importance, "coreset": coreset}
+    return {
+        "dense": dense_metrics,
+        "baseline": baseline,
+        "edge": edge,
+        "uniform64": uniform,
+        "importance": importance,
+        "coreset": coreset,
+    }
 
 
 def drop_finding(name: str, ours_drop: Cell, paper_drop: float) -> str:
@@ -123,10 +122,15 @@ def drop_finding(name: str, ours_drop: Cell, paper_drop: float) -> str:
     diff = ours_drop.mean - paper_drop
     verdict = "reproduced" if abs(diff) <= tol else "not reproduced"
     how = "smaller" if diff < 0 else "larger"
-    ours = f"ours loses {ours_drop.mean:.2f} dB" if ours_drop.mean >= 0 else \
-        f"ours gains {-ours_drop.mean:.2f} dB"
-    return (f"{name}: **{verdict}**: {ours}, the paper loses {paper_drop:.2f} dB "
-            f"(a {abs(diff):.2f} dB {how} loss; tolerance {tol:.2f} dB)")
+    ours = (
+        f"ours loses {ours_drop.mean:.2f} dB"
+        if ours_drop.mean >= 0
+        else f"ours gains {-ours_drop.mean:.2f} dB"
+    )
+    return (
+        f"{name}: **{verdict}**: {ours}, the paper loses {paper_drop:.2f} dB "
+        f"(a {abs(diff):.2f} dB {how} loss; tolerance {tol:.2f} dB)"
+    )
 
 
 def order_finding(name: str, better: Cell, worse: Cell, paper_gap: float) -> str:
@@ -141,8 +145,10 @@ def order_finding(name: str, better: Cell, worse: Cell, paper_gap: float) -> str
         verdict = "not reproduced (within the seed spread)"
     else:
         verdict = "reversed"
-    return (f"{name}: **{verdict}**: ours {gap:+.2f} dB, the paper {paper_gap:+.2f} dB "
-            f"(seed spread ±{spread:.2f} dB)")
+    return (
+        f"{name}: **{verdict}**: ours {gap:+.2f} dB, the paper {paper_gap:+.2f} dB "
+        f"(seed spread ±{spread:.2f} dB)"
+    )
 
 
 def ratio(a: Cell, b: Cell) -> float:
@@ -157,59 +163,117 @@ def findings(t: dict) -> list[str]:
 
     lines = []
     for thr in (0.05, 0.1):
-        lines.append(drop_finding(f"Table 1, edge threshold {thr}", drop(t["edge"][thr]["psnr"]),
-                                  PAPER["edge"][0.0]["psnr"] - PAPER["edge"][thr]["psnr"]))
+        lines.append(
+            drop_finding(
+                f"Table 1, edge threshold {thr}",
+                drop(t["edge"][thr]["psnr"]),
+                PAPER["edge"][0.0]["psnr"] - PAPER["edge"][thr]["psnr"],
+            )
+        )
         kept, paper_kept = t["edge"][thr]["kept"].mean, PAPER["edge"][thr]["kept"]
         verdict = "reproduced" if abs(kept - paper_kept) <= 0.1 else "not reproduced"
-        lines.append(f"Table 1, share of weights kept at threshold {thr}: **{verdict}**: ours {kept:.0%}, "
-                     f"the paper {paper_kept:.0%} (tolerance 10 points; the share depends on the "
-                     f"initialisation and training length, not on the method)")
-    lines.append(drop_finding("Table 2, uniform sampling to 64", drop(t["uniform64"]["psnr"]),
-                              PAPER["baseline_psnr"] - PAPER["uniform64"]["psnr"]))
+        lines.append(
+            f"Table 1, share of weights kept at threshold {thr}: **{verdict}**: ours {kept:.0%}, "
+            f"the paper {paper_kept:.0%} (tolerance 10 points; the share depends on the "
+            f"initialisation and training length, not on the method)"
+        )
+    lines.append(
+        drop_finding(
+            "Table 2, uniform sampling to 64",
+            drop(t["uniform64"]["psnr"]),
+            PAPER["baseline_psnr"] - PAPER["uniform64"]["psnr"],
+        )
+    )
     imp = t["importance"]
     for s in imp:
-        lines.append(drop_finding(f"Table 3, {s} to 64", drop(imp[s]), PAPER["baseline_psnr"]
-                                  - PAPER["importance"][s]))
-    lines.append(order_finding("Table 3, w_out beats w_in", imp["importance-out"], imp["importance-in"],
-                               PAPER["importance"]["importance-out"] - PAPER["importance"]["importance-in"]))
-    lines.append(order_finding("Tables 2-3, importance (product) beats uniform sampling at 64",
-                               imp["importance-prod"], t["uniform64"]["psnr"],
-                               PAPER["importance"]["importance-prod"] - PAPER["uniform64"]["psnr"]))
+        lines.append(
+            drop_finding(f"Table 3, {s} to 64", drop(imp[s]), PAPER["baseline_psnr"] - PAPER["importance"][s])
+        )
+    lines.append(
+        order_finding(
+            "Table 3, w_out beats w_in",
+            imp["importance-out"],
+            imp["importance-in"],
+            PAPER["importance"]["importance-out"] - PAPER["importance"]["importance-in"],
+        )
+    )
+    lines.append(
+        order_finding(
+            "Tables 2-3, importance (product) beats uniform sampling at 64",
+            imp["importance-prod"],
+            t["uniform64"]["psnr"],
+            PAPER["importance"]["importance-prod"] - PAPER["uniform64"]["psnr"],
+        )
+    )
     core = t["coreset"]
     for width in (128, 64):
-        lines.append(drop_finding(f"Table 4, coreset to {width}", drop(core[width]["psnr"]),
-                                  PAPER["coreset"][256]["psnr"] - PAPER["coreset"][width]["psnr"]))
-    lines.append(order_finding("Tables 2 and 4, coreset beats uniform sampling at 64", core[64]["psnr"],
-                               t["uniform64"]["psnr"],
-                               PAPER["coreset"][64]["psnr"] - PAPER["uniform64"]["psnr"]))
+        lines.append(
+            drop_finding(
+                f"Table 4, coreset to {width}",
+                drop(core[width]["psnr"]),
+                PAPER["coreset"][256]["psnr"] - PAPER["coreset"][width]["psnr"],
+            )
+        )
+    lines.append(
+        order_finding(
+            "Tables 2 and 4, coreset beats uniform sampling at 64",
+            core[64]["psnr"],
+            t["uniform64"]["psnr"],
+            PAPER["coreset"][64]["psnr"] - PAPER["uniform64"]["psnr"],
+        )
+    )
     for width in (128, 64):
         ours = ratio(core[width]["min_per_100k"], core[256]["min_per_100k"])
         paper = PAPER["coreset"][width]["min_per_100k"] / PAPER["coreset"][256]["min_per_100k"]
-        verdict = ("reproduced" if abs(ours - paper) <= 0.1 else
-                   "reproduced, with a larger speedup" if ours < paper else "not reproduced")
-        lines.append(f"Table 4, training time at width {width}: **{verdict}**: ours {ours:.2f}x the "
-                     f"width-256 time ({1 - ours:.0%} faster), the paper {paper:.2f}x ({1 - paper:.0%} "
-                     f"faster)")
+        verdict = (
+            "reproduced"
+            if abs(ours - paper) <= 0.1
+            else "reproduced, with a larger speedup"
+            if ours < paper
+            else "not reproduced"
+        )
+        lines.append(
+            f"Table 4, training time at width {width}: **{verdict}**: ours {ours:.2f}x the "
+            f"width-256 time ({1 - ours:.0%} faster), the paper {paper:.2f}x ({1 - paper:.0%} "
+            f"faster)"
+        )
         size = ratio(core[width]["size_mb"], core[256]["size_mb"])
         paper_size = PAPER["coreset"][width]["size_mb"] / PAPER["coreset"][256]["size_mb"]
-        verdict = "reproduced" if abs(size - paper_size) <= 0.1 else \
-            "reproduced, smaller still" if size < paper_size else "not reproduced"
-        lines.append(f"Table 4, model size at width {width}: **{verdict}**: ours {size:.2f}x the dense "
-                     f"size, the paper {paper_size:.2f}x (parameters: ours {core[width]['params'].mean:,.0f},"
-                     f" the paper {PAPER['coreset'][width]['params']:,}; the paper's own counts do not "
-                     f"match an 8-layer MLP at that width, ours are counted from the pruned network)")
+        verdict = (
+            "reproduced"
+            if abs(size - paper_size) <= 0.1
+            else "reproduced, smaller still"
+            if size < paper_size
+            else "not reproduced"
+        )
+        lines.append(
+            f"Table 4, model size at width {width}: **{verdict}**: ours {size:.2f}x the dense "
+            f"size, the paper {paper_size:.2f}x (parameters: ours {core[width]['params'].mean:,.0f},"
+            f" the paper {PAPER['coreset'][width]['params']:,}; the paper's own counts do not "
+            f"match an 8-layer MLP at that width, ours are counted from the pruned network)"
+        )
     return lines
 
 
-def markdown_report(t: dict, *, study: dict, budget_name: str, budget: PaperBudget, command: str,
-                    figures: dict[str, str], trial_seconds: float) -> str:
+def markdown_report(
+    t: dict,
+    *,
+    study: dict,
+    budget_name: str,
+    budget: Budget,
+    command: str,
+    figures: dict[str, str],
+    trial_seconds: float,
+) -> str:
     b, e, u, imp, core = t["baseline"], t["edge"], t["uniform64"], t["importance"], t["coreset"]
     d = t["dense"]
     m = study.get("machine", {})
     lines = [
-        "# Reproducing Ding et al., Neural Pruning for 3D Scene Reconstruction", "",
+        "# Reproducing Ding et al., Neural Pruning for 3D Scene Reconstruction",
+        "",
         f"Made by `{command}`; compute: dense model {d.get('wall_seconds', math.nan) / 60:.1f} min, "
-        f"trials {trial_seconds / 60:.1f} min (sum of trial wall times).", "",
+        f"trials {trial_seconds / 60:.1f} min (sum of trial wall times).",
+        "",
         f"- Scene: `{study.get('scene')}` from `{study.get('data')}`; budget `{budget_name}`: "
         f"{budget.description}.",
         f"- Dense model: {budget.dense_iters} iterations, {budget.rays_per_step} rays x {budget.samples} "
@@ -225,84 +289,122 @@ def markdown_report(t: dict, *, study: dict, budget_name: str, budget: PaperBudg
         f"GPU: {m.get('cuda') or 'none'}; torch {m.get('torch', '?')}; "
         f"{budget.max_concurrent} trial at a time, so trial timings compare with each other.",
         "- The paper's numbers are for lego at the paper's own (unstated) training length; compare drops "
-        "and ratios, not absolute PSNR.", "",
-        "## Table 1: edge pruning", "",
-        "| threshold | kept (ours) | kept (paper) | PSNR dB (ours) | PSNR dB (paper) |", "|---|---|---|---|---|"]
+        "and ratios, not absolute PSNR.",
+        "",
+        "## Table 1: edge pruning",
+        "",
+        "| threshold | kept (ours) | kept (paper) | PSNR dB (ours) | PSNR dB (paper) |",
+        "|---|---|---|---|---|",
+    ]
     for thr in (0.0, 0.05, 0.1):
         kept = e[thr]["kept"]
-        lines.append(f"| {thr:g} | {kept.mean:.1%} | {PAPER['edge'][thr]['kept']:.0%} | "
-                     f"{e[thr]['psnr'].fmt()} | {PAPER['edge'][thr]['psnr']} |")
-    lines += ["", "## Table 2: uniform sampling to width 64", "",
-              "| model | PSNR dB (ours) | PSNR dB (paper) | size MB (ours) | size MB (paper) |",
-              "|---|---|---|---|---|",
-              f"| baseline 256 | {b['psnr'].fmt()} | {PAPER['baseline_psnr']} | {b['size_mb'].mean:.2f} | "
-              f"{PAPER['baseline_size_mb']} |",
-              f"| uniform 64 | {u['psnr'].fmt()} | {PAPER['uniform64']['psnr']} | {u['size_mb'].mean:.2f} | "
-              f"{PAPER['uniform64']['size_mb']} |",
-              "", "## Table 3: importance pruning to width 64", "",
-              "| criterion | PSNR dB (ours) | PSNR dB (paper) |", "|---|---|---|",
-              f"| none (baseline) | {b['psnr'].fmt()} | {PAPER['baseline_psnr']} |"]
-    for s, label in (("importance-in", "w_in"), ("importance-out", "w_out"), ("importance-prod", "w_in x w_out")):
+        lines.append(
+            f"| {thr:g} | {kept.mean:.1%} | {PAPER['edge'][thr]['kept']:.0%} | "
+            f"{e[thr]['psnr'].fmt()} | {PAPER['edge'][thr]['psnr']} |"
+        )
+    lines += [
+        "",
+        "## Table 2: uniform sampling to width 64",
+        "",
+        "| model | PSNR dB (ours) | PSNR dB (paper) | size MB (ours) | size MB (paper) |",
+        "|---|---|---|---|---|",
+        f"| baseline 256 | {b['psnr'].fmt()} | {PAPER['baseline_psnr']} | {b['size_mb'].mean:.2f} | "
+        f"{PAPER['baseline_size_mb']} |",
+        f"| uniform 64 | {u['psnr'].fmt()} | {PAPER['uniform64']['psnr']} | {u['size_mb'].mean:.2f} | "
+        f"{PAPER['uniform64']['size_mb']} |",
+        "",
+        "## Table 3: importance pruning to width 64",
+        "",
+        "| criterion | PSNR dB (ours) | PSNR dB (paper) |",
+        "|---|---|---|",
+        f"| none (baseline) | {b['psnr'].fmt()} | {PAPER['baseline_psnr']} |",
+    ]
+    for s, label in (
+        ("importance-in", "w_in"),
+        ("importance-out", "w_out"),
+        ("importance-prod", "w_in x w_out"),
+    ):
         lines.append(f"| {label} | {imp[s].fmt()} | {PAPER['importance'][s]} |")
-    lines += ["", "## Table 4: coreset pruning", "",
-              "| layer width | params (ours) | params (paper) | size MB (ours) | size MB (paper) | "
-              "PSNR dB (ours) | PSNR dB (paper) | min / 100k iters (ours) | min / 100k iters (paper) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Table 4: coreset pruning",
+        "",
+        "| layer width | params (ours) | params (paper) | size MB (ours) | size MB (paper) | "
+        "PSNR dB (ours) | PSNR dB (paper) | min / 100k iters (ours) | min / 100k iters (paper) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for width in (256, 128, 64):
         c, p = core[width], PAPER["coreset"][width]
-        lines.append(f"| {width} | {c['params'].mean:,.0f} | {p['params'] // 1000}K | {c['size_mb'].mean:.2f} | "
-                     f"{p['size_mb']} | {c['psnr'].fmt()} | {p['psnr']} | {c['min_per_100k'].fmt(1)} | "
-                     f"{p['min_per_100k']} |")
-    lines += ["", "Width 256 is the baseline (edge threshold 0, retrained); minutes per 100k iterations are "
-              "extrapolated from the retraining's measured seconds per 1k iterations.", "",
-              "## Findings", ""]
+        lines.append(
+            f"| {width} | {c['params'].mean:,.0f} | {p['params'] // 1000}K | {c['size_mb'].mean:.2f} | "
+            f"{p['size_mb']} | {c['psnr'].fmt()} | {p['psnr']} | {c['min_per_100k'].fmt(1)} | "
+            f"{p['min_per_100k']} |"
+        )
+    lines += [
+        "",
+        "Width 256 is the baseline (edge threshold 0, retrained); minutes per 100k iterations are "
+        "extrapolated from the retraining's measured seconds per 1k iterations.",
+        "",
+        "## Findings",
+        "",
+    ]
     lines += [f"- {line}" for line in findings(t)]
     lines += ["", "## Figures", ""]
     if "histogram" in figures:
-        lines += ["Fig. 2: magnitude histogram of the dense model's weights (thresholds 0.05 and 0.1 marked).",
-                  "", f"![Fig. 2]({figures['histogram']})", ""]
+        lines += [
+            "Fig. 2: magnitude histogram of the dense model's weights (thresholds 0.05 and 0.1 marked).",
+            "",
+            f"![Fig. 2]({figures['histogram']})",
+            "",
+        ]
     if "renders" in figures:
-        lines += ["Fig. 4: one test view: ground truth, baseline 256, coreset 128, coreset 64 (seed "
-                  f"{study.get('seed')}).", "", f"![Fig. 4]({figures['renders']})", ""]
+        lines += [
+            "Fig. 4: one test view: ground truth, baseline 256, coreset 128, coreset 64 (seed "
+            f"{study.get('seed')}).",
+            "",
+            f"![Fig. 4]({figures['renders']})",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def render_comparison(study_dir: Path, rows: list[dict], scene, *, samples: int, tracking_uri: str,
-                      path: Path) -> Path | None:
+def render_comparison(
+    folder: StudyFolder, rows: list[dict], scene, *, samples: int, path: Path
+) -> Path | None:
     """Fig. 4: the same test view from the baseline and the replicate-0 coreset models, beside the truth."""
-    import os
-    import tempfile
-
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from mlflow import MlflowClient
 
     from nerf.checkpoint import load_checkpoint
+    from nerf.data.images import evenly_spaced
     from nerf.device import resolve_device, resolve_precision
-    from nerf.evaluate import pick_views, render_view
+    from nerf.evaluate import render_view
     from nerf.render import RenderConfig
 
-    picks = [("baseline 256", select(rows, "edge", threshold=0.0)),
-             ("coreset 128", select(rows, "coreset", width=128)),
-             ("coreset 64", select(rows, "coreset", width=64))]
+    picks = [
+        ("baseline 256", select(rows, "edge", threshold=0.0)),
+        ("coreset 128", select(rows, "coreset", width=128)),
+        ("coreset 64", select(rows, "coreset", width=64)),
+    ]
     picks = [(label, min(found, key=lambda r: r.get("replicate") or 0)) for label, found in picks if found]
     if not picks:
         return None
-    view = pick_views(len(scene.test.images), 1)[0]
+    view = int(evenly_spaced(len(scene.test.images), 1)[0])
     device = resolve_device("auto")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in the report's log
     panels = [("ground truth", scene.test.images[view])]
-    client = MlflowClient(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, row in picks:
-            local = client.download_artifacts(row["mlflow_run_id"], "model.pt", tmp)
-            model, fine, _ = load_checkpoint(Path(local))
-            image = render_view(model.to(device), scene, scene.test.poses[view],
-                                render=RenderConfig(n_samples=samples), device=device,
-                                precision=resolve_precision("auto", device),
-                                fine_model=fine.to(device) if fine is not None else None)
-            panels.append((f"{label}: {row['psnr']:.2f} dB", image))
+    for label, row in picks:  # each trial's model is kept in the study folder (trials/<id>/model.pt)
+        model, fine, _ = load_checkpoint(folder.trial_files(row["trial_id"]))
+        image = render_view(
+            model.to(device),
+            scene,
+            scene.test.poses[view],
+            render=RenderConfig(n_samples=samples),
+            device=device,
+            precision=resolve_precision("auto", device),
+            fine_model=fine.to(device) if fine is not None else None,
+        )
+        panels.append((f"{label}: {row['psnr']:.2f} dB", image))
     fig = Figure(figsize=(3 * len(panels), 3.3))
     FigureCanvasAgg(fig)
     for i, (label, image) in enumerate(panels):
@@ -311,70 +413,86 @@ def render_comparison(study_dir: Path, rows: list[dict], scene, *, samples: int,
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)
 
 
-def run_paper(*, data: str, out: Path, budget_name: str, seed: int = 0, replicates: int | None = None,
-              tracking_uri: str | None = None, address: str | None = None, gpus_per_trial: float = 0.0,
-              cpus_per_trial: float | None = None, cache_dir: Path | None = None, resume: bool = False,
-              storage_path: str | None = None, wait_for_gpus: float = 0.0,
-              precision: str = "auto", command: str = "study paper",
-              echo: Callable[[str], None] = print, on_dense_step=None) -> dict:
-    """Run the paper grid at a named budget in `out` and write out/paper_report.md (+ figures, JSON)."""
-    import os
+@dataclass
+class PaperResult:
+    tables: dict
+    report: Path
+    figures: dict[str, str]
+    rows: list[dict]
+    parent_run_id: str
+    tracking_uri: str
 
+
+def run_paper(
+    options: StudyOptions,
+    *,
+    command: str = "study paper",
+    echo: Callable[[str], None] = print,
+    on_dense_step=None,
+) -> PaperResult:
+    """Run the paper grid at the options' budget preset in options.out and write paper_report.md there
+    (+ figures and the tables as JSON), also logged to the study's MLflow parent run."""
     from mlflow import MlflowClient
 
     from nerf.experiment import DataConfig
     from pruning.histogram import save_weight_histogram_png
-    from study.runner import StudyOptions, launch, study_summary
+    from study.runner import launch
     from study.trial import build_model
 
-    if budget_name not in PAPER_BUDGETS:
-        raise InputError(f"unknown budget {budget_name!r}; allowed: {', '.join(PAPER_BUDGETS)}")
-    budget = PAPER_BUDGETS[budget_name]
-    out = Path(out).resolve()
+    if options.budget not in BUDGETS:
+        raise InputError(f"unknown budget {options.budget!r}; allowed: {', '.join(BUDGETS)}")
+    space = get_space("paper")
+    budget = options.resolved_budget(space)
+    data = options.data
     if data != "synthetic" and Path(data).exists():
-        data_path = str(Path(data).resolve())  # for the figures after the study (a Ray job may move cwd)
-    else:
-        data_path = data
-    if replicates is not None:
-        budget = PaperBudget(**{**asdict(budget), "replicates": replicates})
-    options = StudyOptions(
-        space="paper", data=data, out=out, seed=seed, tracking_uri=tracking_uri, address=address,
-        gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, resume=resume, precision=precision,
-        storage_path=storage_path, wait_for_gpus=wait_for_gpus,
-        max_concurrent=budget.max_concurrent, replicates=budget.replicates,
-        # one trial at a time with every local core, like the dense run: timings then compare
-        cpus_per_trial=cpus_per_trial or (float(os.cpu_count() or 1) if address is None and not gpus_per_trial
-                                          else 1.0),
-        downscale=budget.downscale, rays_per_step=budget.rays_per_step, samples=budget.samples,
-        dense_iters=budget.dense_iters, retrain_iters=budget.retrain_iters, eval_views=budget.eval_views)
+        data = str(Path(data).resolve())  # for the figures after the study (a Ray job may move the cwd)
+    local_cpu = options.address is None and not options.gpus_per_trial
+    # one trial at a time with every local core, like the dense run: trial timings then compare
+    options = replace(
+        options,
+        space="paper",
+        out=Path(options.out).resolve(),
+        cpus_per_trial=float(os.cpu_count() or 1) if local_cpu else options.cpus_per_trial,
+    )
     result = launch(options, echo=echo, on_dense_step=on_dense_step)
-    study = study_summary(out)
-    rows = result["rows"]
-    tables = paper_tables(rows, result["dense"].metrics)
-
+    folder = result.folder
+    study = folder.summary()
+    rows = result.rows
+    tables = paper_tables(rows, result.dense.metrics)
     figures: dict[str, str] = {}
-    dense = result["dense"]
-    save_weight_histogram_png(build_model(dense.model_config, dense.state), out / "fig2_weight_histogram.png")
+    save_weight_histogram_png(
+        build_model(result.dense.model_config, result.dense.state), folder / "fig2_weight_histogram.png"
+    )
     figures["histogram"] = "fig2_weight_histogram.png"
-    scene = DataConfig(data_path, downscale=budget.downscale).load(seed=seed)
-    if render_comparison(out, rows, scene, samples=budget.samples, tracking_uri=result["tracking_uri"],
-                         path=out / "fig4_renders.png"):
+    scene = DataConfig(data, downscale=budget.downscale).load(seed=options.seed)
+    if render_comparison(folder, rows, scene, samples=budget.samples, path=folder / "fig4_renders.png"):
         figures["renders"] = "fig4_renders.png"
-    report = markdown_report(tables, study=study, budget_name=budget_name, budget=budget, command=command,
-                             figures=figures,
-                             trial_seconds=sum(r.get("trial_seconds") or 0.0 for r in rows))
-    (out / "paper_report.md").write_text(report)
-    (out / "paper_tables.json").write_text(json.dumps(tables, indent=2, default=cell_json) + "\n")
-    client = MlflowClient(result["tracking_uri"])
+    report = markdown_report(
+        tables,
+        study=study,
+        budget_name=options.budget,
+        budget=budget,
+        command=command,
+        figures=figures,
+        trial_seconds=sum(r.get("trial_seconds") or 0.0 for r in rows),
+    )
+    write_atomic(folder / "paper_report.md", report)
+    write_atomic(folder / "paper_tables.json", json.dumps(tables, indent=2, default=cell_json) + "\n")
+    client = MlflowClient(result.tracking_uri)
     parent = study["mlflow"]["parent_run_id"]
     for name in ("paper_report.md", "paper_tables.json", *figures.values()):
-        client.log_artifact(parent, str(out / name))
-    return {"tables": tables, "report": out / "paper_report.md", "figures": figures, "rows": rows,
-            "parent_run_id": parent, "tracking_uri": result["tracking_uri"]}
+        client.log_artifact(parent, str(folder / name))
+    return PaperResult(
+        tables=tables,
+        report=folder / "paper_report.md",
+        figures=figures,
+        rows=rows,
+        parent_run_id=parent,
+        tracking_uri=result.tracking_uri,
+    )
 
 
 def cell_json(obj):

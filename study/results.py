@@ -1,51 +1,21 @@
-"""The results table (Arrow/Parquet), the Pareto front, its plot and the markdown report.
-
-Rows come from the study's trial log (`trials.jsonl`, appended by the driver as trials end), so the
-table can be rebuilt at any time (`study report DIR`), also after an interrupted study.
-"""
+"""The study's outputs from its trial log: the results table (Parquet), the Pareto front, the
+hypervolume after every trial, the plots and the markdown report. All can be rebuilt at any time
+(`study report DIR`), after an interrupted study too; each file is replaced atomically."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study import chaos
+from study.hypervolume import ReferencePoint, as_point, hypervolume
+from study.schema import arrow_schema, table_columns
+from study.store import StudyFolder, write_atomic
 from study.tracking import trial_run_name
-
-TRIAL_LOG = "trials.jsonl"
-SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("status", pa.string()), ("strategy", pa.string()),
-    ("width", pa.int32()), ("beta", pa.float64()), ("phi", pa.string()),
-    ("scaling", pa.string()), ("threshold", pa.float64()),
-    ("psnr", pa.float64()), ("ssim", pa.float64()), ("train_time", pa.float64()),
-    ("size_mb", pa.float64()), ("sparse_size_mb", pa.float64()), ("params", pa.int64()),
-    ("nonzero_params", pa.int64()), ("flops_per_point", pa.int64()), ("kept_fraction", pa.float64()),
-    ("pre_retrain_psnr", pa.float64()), ("iterations", pa.int64()), ("seed", pa.int64()), ("replicate", pa.int64()),
-    ("node_id", pa.string()), ("device", pa.string()), ("gpu_ids", pa.string()),
-    ("resumed_from_iteration", pa.int64()),
-    ("trial_seconds", pa.float64()), ("trial_compute_seconds", pa.float64()), ("mlflow_run_id", pa.string()), ("error", pa.string()),
-    ("pareto", pa.bool_()),
-])
-
-
-def append_trial(study_dir: Path, row: dict) -> None:
-    with open(study_dir / TRIAL_LOG, "a") as f:
-        f.write(json.dumps(row, default=str) + "\n")
-
-
-def read_trials(study_dir: Path) -> list[dict]:
-    """Trial rows in the order they ended; a trial logged twice keeps its last record."""
-    path = study_dir / TRIAL_LOG
-    if not path.is_file():
-        return []
-    rows: dict[str, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["trial_id"]] = row
-    return list(rows.values())
 
 
 def dominates(a: dict, b: dict) -> bool:
@@ -56,103 +26,247 @@ def dominates(a: dict, b: dict) -> bool:
 
 
 def pareto_flags(rows: list[dict]) -> list[bool]:
+    """Only trials that ran their whole budget can be on the front (a stopped trial's values are partial)."""
     done = [r for r in rows if r["status"] == "COMPLETE"]
-    return [r["status"] == "COMPLETE" and not any(dominates(o, r) for o in done if o is not r)
-            for r in rows]
-
-
-def build_table(rows: list[dict]) -> pa.Table:
-    flags = pareto_flags(rows)
-    columns = {f.name: [row.get(f.name) for row in rows] for f in SCHEMA if f.name != "pareto"}
-    columns["pareto"] = flags
-    return pa.table(columns, schema=SCHEMA)
-
-
-def write_table(study_dir: Path, rows: list[dict]) -> Path:
-    path = study_dir / "results.parquet"
-    pq.write_table(build_table(rows), path)
-    return path
+    return [r["status"] == "COMPLETE" and not any(dominates(o, r) for o in done if o is not r) for r in rows]
 
 
 def front(rows: list[dict]) -> list[dict]:
     return sorted((r for r, f in zip(rows, pareto_flags(rows)) if f), key=lambda r: -r["psnr"])
 
 
-def plot_front(study_dir: Path, rows: list[dict]) -> Path:
-    import matplotlib
+def hypervolume_after(rows: list[dict], reference: ReferencePoint) -> list[float]:
+    """The front's hypervolume once each trial (in the order they ended) had ended."""
+    points, series = [], []
+    for row in rows:
+        if row["status"] == "COMPLETE":
+            points.append(as_point(row))
+        series.append(hypervolume(points, reference) if points else 0.0)
+    return series
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def compute_spent(rows: list[dict]) -> list[int]:
+    """Retraining iterations spent once each trial had ended (a stopped trial: up to its rung)."""
+    total, series = 0, []
+    for row in rows:
+        total += int(row.get("iterations") or row.get("rung_iteration") or 0)
+        series.append(total)
+    return series
+
+
+def build_table(
+    rows: list[dict], *, reference: ReferencePoint | None = None, mlflow_runs: dict[str, str] | None = None
+) -> pa.Table:
+    columns = table_columns(rows)
+    columns["pareto"] = pareto_flags(rows)
+    columns["hypervolume_after"] = hypervolume_after(rows, reference) if reference else [None] * len(rows)
+    columns["mlflow_run_id"] = [(mlflow_runs or {}).get(r["trial_id"]) for r in rows]
+    return pa.table(columns, schema=arrow_schema())
+
+
+def write_table(path: Path, table: pa.Table) -> Path:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return write_atomic(path, buffer.getvalue())
+
+
+def save_figure(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return write_atomic(path, buffer.getvalue())
+
+
+def plot_front(path: Path, rows: list[dict]) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     done = [r for r in rows if r["status"] == "COMPLETE"]
     flags = pareto_flags(done)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    strategies = sorted({r["strategy"] for r in done})
-    for s in strategies:
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for s in sorted({r["strategy"] for r in done}):
         pts = [r for r in done if r["strategy"] == s]
-        ax.scatter([r["train_time"] for r in pts], [r["psnr"] for r in pts],
-                   s=[20 + 60 * r["size_mb"] for r in pts], alpha=0.7, label=s)
+        ax.scatter(
+            [r["train_time"] for r in pts],
+            [r["psnr"] for r in pts],
+            s=[20 + 60 * r["size_mb"] for r in pts],
+            alpha=0.7,
+            label=s,
+        )
     on_front = sorted((r for r, f in zip(done, flags) if f), key=lambda r: r["train_time"])
-    ax.plot([r["train_time"] for r in on_front], [r["psnr"] for r in on_front], "k--", lw=1,
-            label="Pareto front")
+    ax.plot(
+        [r["train_time"] for r in on_front], [r["psnr"] for r in on_front], "k--", lw=1, label="Pareto front"
+    )
     for r in on_front:
-        ax.annotate(f"{trial_run_name(r)} ({r['size_mb']:.2f} MB)", (r["train_time"], r["psnr"]),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            f"{trial_run_name(r)} ({r['size_mb']:.2f} MB)",
+            (r["train_time"], r["psnr"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xlabel("retraining time (s per 1,000 iterations)")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("PSNR vs training time (marker area ~ model size)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = study_dir / "pareto.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def plot_hypervolume(path: Path, rows: list[dict], reference: ReferencePoint) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.step([0, *compute_spent(rows)], [0.0, *hypervolume_after(rows, reference)], where="post")
+    ax.set_xlabel("retraining iterations spent (all trials)")
+    ax.set_ylabel("hypervolume of the front")
+    ax.set_title("What the study found, against what it spent")
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def front_table(rows: list[dict]) -> str:
-    lines = ["| trial | config | PSNR (dB) | SSIM | s / 1k iters | size (MB) | params | kept |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| trial | config | PSNR (dB) | SSIM | s / 1k iters | size (MB) | params | kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['trial_id']} | {trial_run_name(r)} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                     f"{r['train_time']:.1f} | {r['size_mb']:.3f} | {r['params']:,} | "
-                     f"{r['kept_fraction']:.2f} |")
+        cells = (
+            fmt(r.get(k), spec)
+            for k, spec in (
+                ("psnr", ".2f"),
+                ("ssim", ".3f"),
+                ("train_time", ".1f"),
+                ("size_mb", ".3f"),
+                ("params", ","),
+                ("kept_fraction", ".2f"),
+            )
+        )
+        lines.append(f"| {r['trial_id']} | {trial_run_name(r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_report(study_dir: Path, rows: list[dict], study: dict) -> Path:
+def fmt(value: float | int | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def report_markdown(rows: list[dict], summary: dict, *, hypervolume_now: float | None) -> str:
     done = [r for r in rows if r["status"] == "COMPLETE"]
-    failed = [r for r in rows if r["status"] != "COMPLETE"]
+    stopped = [r for r in rows if r["status"] == "STOPPED"]
+    failed = [r for r in rows if r["status"] == "FAILED"]
     pf = front(rows)
-    lines = [f"# Pruning study `{study.get('name', study_dir.name)}`", "",
-             f"Space `{study.get('space')}`, sampler `{study.get('sampler')}`, scene `{study.get('scene')}`, "
-             f"seed {study.get('seed')}.", "",
-             f"Trials: {len(done)} complete, {len(failed)} failed.", ""]
-    dense = study.get("dense") or {}
+    search = summary.get("search") or {}
+    lines = [
+        f"# Pruning study `{summary.get('name')}`",
+        "",
+        f"Space `{summary.get('space')}`, sampler `{summary.get('sampler')}`, scheduler "
+        f"`{summary.get('scheduler', 'fifo')}`, sampling `{summary.get('sampling', 'vanilla')}`, scene "
+        f"`{summary.get('scene')}`, seed {summary.get('seed')}.",
+        "",
+        f"Trials: {len(done)} complete, {len(stopped)} stopped early, {len(failed)} failed; "
+        f"{compute_spent(rows)[-1] if rows else 0:,} retraining iterations spent; "
+        f"{search.get('repeats_avoided', 0)} repeated proposals answered without retraining"
+        + (" (the space is exhausted)" if search.get("exhausted") else "")
+        + ".",
+        "",
+    ]
+    if hypervolume_now is not None:
+        lines += [
+            f"Hypervolume of the front: **{hypervolume_now:.4f}** (normalised to [0, 1] against the "
+            f"reference point fixed at the start from the dense model: "
+            f"{json.dumps(summary.get('reference_point'))}; see `hypervolume.png`).",
+            "",
+        ]
+    dense = summary.get("dense") or {}
     if dense:
-        lines += [f"Dense baseline: PSNR {dense.get('psnr', float('nan')):.2f} dB, "
-                  f"{dense.get('seconds_per_1k_iters', float('nan')):.1f} s / 1k iters, "
-                  f"{dense.get('size_mb', float('nan')):.3f} MB, {dense.get('params', 0):,} params, "
-                  f"{dense.get('iterations')} iterations. Its time was taken training alone on every core; "
-                  f"trials run {study.get('options', {}).get('cpus_per_trial', 1)} CPU(s) each, side by "
-                  f"side, so compare trial times with each other, not with this one.", ""]
+        lines += [
+            f"Dense baseline: PSNR {dense.get('psnr', float('nan')):.2f} dB, "
+            f"{dense.get('seconds_per_1k_iters', float('nan')):.1f} s / 1k iters, "
+            f"{dense.get('size_mb', float('nan')):.3f} MB, {dense.get('params', 0):,} params, "
+            f"{dense.get('iterations')} iterations. Its time was taken training alone on every core; "
+            f"trials run {summary.get('options', {}).get('cpus_per_trial', 1)} CPU(s) each, side by "
+            f"side, so compare trial times with each other, not with this one.",
+            "",
+        ]
     lines += ["## Pareto front (PSNR up, training time down, size down)", "", front_table(pf), ""]
     if pf:
         best = pf[0]
         smallest = min(pf, key=lambda r: r["size_mb"])
         fastest = min(pf, key=lambda r: r["train_time"])
-        lines += ["## Best trade-offs", "",
-                  f"- Highest PSNR: {trial_run_name(best)} at {best['psnr']:.2f} dB.",
-                  f"- Smallest: {trial_run_name(smallest)} at {smallest['size_mb']:.3f} MB "
-                  f"({smallest['psnr']:.2f} dB).",
-                  f"- Fastest retraining: {trial_run_name(fastest)} at {fastest['train_time']:.1f} s / 1k "
-                  f"iters ({fastest['psnr']:.2f} dB).", ""]
+        lines += [
+            "## Best trade-offs",
+            "",
+            f"- Highest PSNR: {trial_run_name(best)} at {best['psnr']:.2f} dB.",
+            f"- Smallest: {trial_run_name(smallest)} at {smallest['size_mb']:.3f} MB "
+            f"({smallest['psnr']:.2f} dB).",
+            f"- Fastest retraining: {trial_run_name(fastest)} at {fastest['train_time']:.1f} s / 1k "
+            f"iters ({fastest['psnr']:.2f} dB).",
+            "",
+        ]
+    if stopped:
+        lines += [
+            "## Stopped at a rung (never on the front)",
+            "",
+            "| trial | config | rung (iterations) | PSNR there (validation rays, dB) | s / 1k iters there |"
+            " size (MB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['trial_id']} | {trial_run_name(r)} | {r.get('rung_iteration')} | "
+            f"{(r.get('rung_psnr') or float('nan')):.2f} | {(r.get('rung_train_time') or float('nan')):.1f} | "
+            f"{(r.get('size_mb') or float('nan')):.3f} |"
+            for r in stopped
+        ] + [""]
     if failed:
-        lines += ["## Failed trials", ""] + [f"- {r['trial_id']} {trial_run_name(r)}: "
-                                             f"{(r.get('error') or '').splitlines()[0][:200] if r.get('error') else 'error'}"
-                                             for r in failed] + [""]
-    lines += ["## Budgets", "", "```json", json.dumps(study.get("budget", {}), indent=2), "```", "",
-              "## Machine", "", "```json", json.dumps(study.get("machine", {}), indent=2), "```", "",
-              "![Pareto front](pareto.png)", ""]
-    path = study_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+        lines += (
+            ["## Failed trials", ""]
+            + [
+                f"- {r['trial_id']} {trial_run_name(r)}: {(r.get('error') or 'error').splitlines()[0][:200]}"
+                for r in failed
+            ]
+            + [""]
+        )
+    lines += [
+        "## Budgets",
+        "",
+        "```json",
+        json.dumps(summary.get("budget", {}), indent=2),
+        "```",
+        "",
+        "## Machine",
+        "",
+        "```json",
+        json.dumps(summary.get("machine", {}), indent=2),
+        "```",
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+    ]
+    if hypervolume_now is not None:
+        lines += ["![Hypervolume against compute](hypervolume.png)", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(
+    folder: StudyFolder, rows: list[dict], summary: dict, mlflow_runs: dict[str, str]
+) -> tuple[list[Path], float | None]:
+    """results.parquet, pareto.png, hypervolume.png and report.md; returns them and the hypervolume."""
+    reference = (
+        ReferencePoint.from_dict(summary["reference_point"]) if summary.get("reference_point") else None
+    )
+    table = build_table(rows, reference=reference, mlflow_runs=mlflow_runs)
+    paths = [write_table(folder / StudyFolder.RESULTS, table)]
+    chaos.maybe_die("report")
+    paths.append(plot_front(folder / StudyFolder.PARETO_PLOT, rows))
+    hv = None
+    if reference is not None:
+        paths.append(plot_hypervolume(folder / StudyFolder.HYPERVOLUME_PLOT, rows, reference))
+        hv = hypervolume_after(rows, reference)[-1] if rows else 0.0
+    paths.append(
+        write_atomic(folder / StudyFolder.REPORT, report_markdown(rows, summary, hypervolume_now=hv))
+    )
+    return paths, hv

@@ -1,20 +1,35 @@
-"""MLflow records: one parent run per study, one child run per trial, all written from the driver.
+"""MLflow records: one experiment and parent run per study, one child run per trial.
 
-One writer means no sqlite races between trials, and cluster workers never need to reach the store.
+The trial log (`trials.jsonl`) is the study's own record; MLflow is a view of it that the driver keeps
+in step from a background thread (`RecordSync`), so that a slow or absent tracking server never holds up
+the trials: a record it cannot write stays waiting on disk (a trial in the log without a line in
+`mlflow_runs.jsonl`) and is written when the server answers, at the latest by `study report`.
+Recording is idempotent by trial id, so a record cut off by a kill is redone, never duplicated.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common.errors import InputError
+from study.schema import mlflow_metrics
+from study.store import StudyFolder, TrialLog, append_line, read_lines
 
-
-def default_tracking_uri(study_dir: Path) -> str:
-    return f"sqlite:///{(study_dir / 'mlflow.db').resolve()}"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment with this tag on its training runs, not on the GenAI overview."""
+RECORD_TAG = "record"
+"""Set to 'complete' as the last step of a trial's record: a run without it was cut off and is redone."""
+CONFIG_PARAMS = ("strategy", "width", "beta", "phi", "scaling", "threshold", "replicate", "seed")
+MODEL_TAG = "model_uri"
+"""The trial run's tag holding the URI of its logged model (what the registry's versions point at)."""
+MLFLOW_STATUS = {"COMPLETE": "FINISHED", "STOPPED": "KILLED", "FAILED": "FAILED"}
 
 
 def check_reachable(uri: str, *, timeout_s: float = 5.0) -> None:
@@ -26,8 +41,9 @@ def check_reachable(uri: str, *, timeout_s: float = 5.0) -> None:
             if response.status != 200:
                 raise OSError(f"status {response.status}")
     except OSError as exc:
-        raise InputError(f"MLflow tracking server {uri!r} is unreachable ({exc}); start it or fix "
-                             f"--tracking-uri") from None
+        raise InputError(
+            f"MLflow tracking server {uri!r} is unreachable ({exc}); start it or fix --tracking-uri"
+        ) from None
 
 
 def trial_run_name(config: dict) -> str:
@@ -49,10 +65,18 @@ def trial_run_name(config: dict) -> str:
 
 
 class Tracker:
-    """Owns the study's MLflow experiment and parent run; resumable through the parent run id."""
+    """The study's experiment and parent run; resumable through the parent run id."""
 
-    def __init__(self, uri: str, experiment: str, *, parent_run_id: str | None = None,
-                 study_params: dict | None = None, artifact_location: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        *,
+        parent_run_id: str | None = None,
+        study_params: dict | None = None,
+        artifact_location: str | None = None,
+        reopen: bool = True,
+    ) -> None:
         """artifact_location: where a new experiment keeps artifacts (None: the store's default, which
         for a local sqlite store is ./mlruns of the current directory, so pass the study folder)."""
         import mlflow
@@ -62,64 +86,343 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=artifact_location)
+        self.experiment_id = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(experiment, artifact_location=artifact_location)
+        )
+        if reopen:  # a launch marks its experiment; `study report` and `study ui` only read
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         if parent_run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=experiment,
-                                         tags={"study": experiment, "kind": "study"})
+            run = self.client.create_run(
+                self.experiment_id, run_name=experiment, tags={"study": experiment, "kind": "study"}
+            )
             parent_run_id = run.info.run_id
             if study_params:
                 self.log_params(parent_run_id, study_params)
-        else:
+        elif reopen:  # a resumed study runs again; `study report` only writes
             self.client.update_run(parent_run_id, status="RUNNING")
         self.parent_run_id = parent_run_id
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
 
-        flat = [Param(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-                for k, v in params.items()]
+        flat = [
+            Param(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
+            for k, v in params.items()
+            if v is not None
+        ]
         for i in range(0, len(flat), 100):
-            self.client.log_batch(run_id, params=flat[i:i + 100])
+            self.client.log_batch(run_id, params=flat[i : i + 100])
 
-    def log_trial(self, *, trial_id: str, config: dict, metrics: dict, status: str,
-                  artifacts: Path | None, error: str | None = None) -> str:
-        """A child run under the study's parent run; returns its run id."""
+    def trial_runs(self, trial_id: str) -> list:
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.trial_id = '{trial_id}' and tags.mlflow.parentRunId = "
+                f"'{self.parent_run_id}'",
+            )
+        )
+
+    def log_trial(self, row: dict, files: Path | None) -> str:
+        """The trial's child run (params, metrics, retraining curve, model, render); returns its id.
+        A complete record from before a kill is kept; a partial one is deleted and written again."""
         from mlflow.entities import Metric
 
-        run = self.client.create_run(self.experiment_id, run_name=trial_run_name(config),
-                                     tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id,
-                                           "strategy": config["strategy"], "kind": "trial"})
+        for run in self.trial_runs(row["trial_id"]):
+            if run.data.tags.get(RECORD_TAG) == "complete":
+                return run.info.run_id
+            self.client.delete_run(run.info.run_id)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_run_name(row),
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "trial_id": row["trial_id"],
+                "strategy": row["strategy"],
+                "kind": "trial",
+                "trial_status": row["status"],
+            },
+        )
         run_id = run.info.run_id
-        self.log_params(run_id, {k: v for k, v in config.items() if v is not None} | {"trial_id": trial_id})
+        self.log_params(run_id, {k: row.get(k) for k in CONFIG_PARAMS} | {"trial_id": row["trial_id"]})
         now = int(time.time() * 1000)
-        values = [Metric(k, float(v), now, 0) for k, v in metrics.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if artifacts is not None and (artifacts / "curve.json").is_file():
-            for point in json.loads((artifacts / "curve.json").read_text()):
+        values = [Metric(k, v, now, 0) for k, v in mlflow_metrics(row).items()]
+        if row.get("rung_iteration") is not None and row["status"] == "STOPPED":
+            values += [
+                Metric(f"rung_{k}", float(row[f"rung_{k}"]), now, int(row["rung_iteration"]))
+                for k in ("psnr", "train_time")
+                if row.get(f"rung_{k}") is not None
+            ]
+        if files is not None and (files / "curve.json").is_file():
+            for point in json.loads((files / "curve.json").read_text()):
                 values.append(Metric("retrain_loss", point["loss"], now, point["iteration"]))
                 values.append(Metric("retrain_psnr", point["psnr"], now, point["iteration"]))
         for i in range(0, len(values), 500):
-            self.client.log_batch(run_id, metrics=values[i:i + 500])
-        if error:
-            self.client.set_tag(run_id, "error", error[:4000])
-        if artifacts is not None:
+            self.client.log_batch(run_id, metrics=values[i : i + 500])
+        if row.get("error"):
+            self.client.set_tag(run_id, "error", row["error"][:4000])
+        if files is not None:
             for name in ("model.pt", "render.png", "metrics.json"):
-                if (artifacts / name).is_file():
-                    self.client.log_artifact(run_id, str(artifacts / name))
-        self.client.set_terminated(run_id, status=status)
+                if (files / name).is_file():
+                    self.client.log_artifact(run_id, str(files / name))
+            if row["status"] == "COMPLETE" and (files / "model.pt").is_file():
+                try:
+                    self.client.set_tag(run_id, MODEL_TAG, self.log_model(run_id, row, files))
+                except Exception as exc:
+                    if transient(exc):
+                        raise
+                    # a model MLflow refuses must not hold back the trial's record: say so on the run
+                    self.client.set_tag(run_id, "model_error", f"{exc.__class__.__name__}: {exc}"[:4000])
+        self.client.set_tag(run_id, RECORD_TAG, "complete")
+        self.client.set_terminated(run_id, status=MLFLOW_STATUS[row["status"]])
         return run_id
 
-    def log_study_artifacts(self, paths: list[Path], metrics: dict | None = None) -> None:
+    def log_model(self, run_id: str, row: dict, files: Path) -> str:
+        """The pruned network as a loadable MLflow model (`study.mlflow_model`); returns its URI."""
+        import mlflow
+        import numpy as np
+        import pandas as pd
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        from study.mlflow_model import INPUT_COLUMNS, OUTPUT_COLUMNS
+
+        render = json.loads((files / "render_config.json").read_text())
+        example = pd.DataFrame(
+            json.loads((files / "example_rays.json").read_text()), columns=list(INPUT_COLUMNS)
+        )
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("double", c) for c in INPUT_COLUMNS]),
+            outputs=Schema([ColSpec("float", c) for c in OUTPUT_COLUMNS]),
+        )
+        package_root = Path(__file__).resolve().parents[1]
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                artifacts={"checkpoint": str(files / "model.pt")},
+                model_config=render,
+                signature=signature,
+                input_example=example,
+                code_paths=[str(package_root / "nerf"), str(package_root / "common")],
+                # pinned: inferring them imports and scans the environment for seconds per model
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"numpy=={np.__version__}",
+                    f"pandas=={pd.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                ],
+                tags={"trial_id": row["trial_id"], "strategy": row["strategy"]},
+            )
+        return info.model_uri
+
+    def register_front(self, name: str, front_rows: list[dict], runs: dict[str, str]) -> dict[str, str]:
+        """The front's models as versions of one registered model with aliases best-psnr, smallest and
+        fastest; a version per trial, never two (a resumed study moves the aliases). Returns alias ->
+        version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(
+                name,
+                tags={"study": name},
+                description="Pruned NeRFs on the Pareto front (PSNR up, training time down, size down) of "
+                f"the study {name}",
+            )
+        versions = {v.run_id: v for v in self.client.search_model_versions(f"name = '{name}'")}
+        by_trial = {}
+        for row in front_rows:
+            run_id = runs.get(row["trial_id"])
+            if run_id is None:
+                continue
+            if run_id not in versions:
+                source = self.client.get_run(run_id).data.tags.get(MODEL_TAG)
+                if source is None:
+                    continue
+                versions[run_id] = self.client.create_model_version(
+                    name,
+                    source=source,
+                    run_id=run_id,
+                    tags={
+                        "trial_id": row["trial_id"],
+                        "strategy": row["strategy"],
+                        "width": str(row.get("width")),
+                        "psnr": f"{row['psnr']:.4f}",
+                        "train_time": f"{row['train_time']:.4f}",
+                        "size_mb": f"{row['size_mb']:.6f}",
+                    },
+                )
+            by_trial[row["trial_id"]] = versions[run_id].version
+        on_front = {runs.get(r["trial_id"]) for r in front_rows}
+        for run_id, version in versions.items():
+            self.client.set_model_version_tag(
+                name, version.version, "on_front", str(run_id in on_front).lower()
+            )
+        aliases = {}
+        ranked = [r for r in front_rows if r["trial_id"] in by_trial]
+        for alias, pick in (
+            ("best-psnr", lambda r: -r["psnr"]),
+            ("smallest", lambda r: r["size_mb"]),
+            ("fastest", lambda r: r["train_time"]),
+        ):
+            if ranked:
+                aliases[alias] = str(by_trial[min(ranked, key=pick)["trial_id"]])
+                self.client.set_registered_model_alias(name, alias, aliases[alias])
+        return aliases
+
+    def log_study_outputs(self, paths: list[Path], metrics: dict[str, float], steps: list[float]) -> None:
+        """The parent run's table, plots and report; counts; the hypervolume after each trial."""
+        from mlflow.entities import Metric
+
         for path in paths:
             if path.is_file():
                 self.client.log_artifact(self.parent_run_id, str(path))
-        if metrics:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            self.client.log_batch(self.parent_run_id, metrics=[Metric(k, float(v), now, 0)
-                                                              for k, v in metrics.items()])
+        now = int(time.time() * 1000)
+        values = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        values += [Metric("hypervolume", float(v), now, i + 1) for i, v in enumerate(steps)]
+        for i in range(0, len(values), 500):
+            self.client.log_batch(self.parent_run_id, metrics=values[i : i + 500])
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def transient(exc: BaseException) -> bool:
+    """An error that waiting can cure: the server unreachable or overloaded, a locked sqlite store."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.RequestException | ConnectionError | TimeoutError):
+        return True
+    text = str(exc)
+    return any(
+        s in text
+        for s in (
+            "Max retries exceeded",
+            "Connection refused",
+            "database is locked",
+            "TEMPORARILY_UNAVAILABLE",
+            "503",
+            "502",
+            "504",
+        )
+    )
+
+
+def synced_runs(folder: StudyFolder) -> dict[str, str]:
+    """trial id -> MLflow run id of every trial whose record is complete."""
+    return {r["trial_id"]: r["run_id"] for r in read_lines(folder / StudyFolder.MLFLOW_RUNS)}
+
+
+class RecordSync:
+    """Keeps MLflow in step with the trial log, from a background thread, in the log's order.
+
+    While the tracking server does not answer, records wait (on disk: they are the log's lines that
+    `mlflow_runs.jsonl` lacks) and are retried with a growing pause; the study says so once, and once
+    more when they are written. Only this object talks to MLflow while it runs.
+    """
+
+    def __init__(
+        self,
+        folder: StudyFolder,
+        tracker: Tracker,
+        *,
+        echo: Callable[[str], None] = print,
+        retry_s: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        self.folder, self.tracker, self.echo = folder, tracker, echo
+        self.retry_s = retry_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one sync pass at a time (the thread, or the final drain)
+        self.waiting_since: float | None = None
+        self.last_error: str | None = None
+
+    def pending(self) -> list[dict]:
+        done = synced_runs(self.folder)
+        return [row for row in TrialLog(self.folder).rows() if row["trial_id"] not in done]
+
+    def sync_once(self) -> int:
+        """Write every waiting record, in order; returns how many still wait (0: all written)."""
+        with self._lock:
+            waiting = self.pending()
+            for i, row in enumerate(waiting):
+                files = self.folder.trial_files(row["trial_id"])
+                try:
+                    run_id = self.tracker.log_trial(row, files if files.is_dir() else None)
+                except Exception as exc:  # the server is down or failing: keep the record for later
+                    self._failed(len(waiting) - i, exc)
+                    return len(waiting) - i
+                append_line(
+                    self.folder / StudyFolder.MLFLOW_RUNS, {"trial_id": row["trial_id"], "run_id": run_id}
+                )
+            if self.waiting_since is not None:
+                self.echo(f"MLflow is answering again: the waiting records are written ({self.tracker.uri})")
+                self.waiting_since = None
+            return 0
+
+    def _failed(self, waiting: int, exc: Exception) -> None:
+        error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if self.waiting_since is None or error != self.last_error:
+            self.waiting_since = self.waiting_since or time.monotonic()
+            if transient(exc):
+                self.echo(
+                    f"MLflow at {self.tracker.uri} does not answer ({error}): {waiting} record(s) waiting "
+                    f"on disk; trials go on, and the records are written when it answers"
+                )
+            else:
+                self.echo(
+                    f"MLflow at {self.tracker.uri} refused a record ({error}): {waiting} record(s) waiting "
+                    f"on disk; trials go on, and it is retried"
+                )
+        self.last_error = error
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mlflow-records", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        pause = self.retry_s[0]
+        while not self._stop.is_set():
+            self._wake.clear()
+            if self.sync_once() == 0:
+                pause = self.retry_s[0]
+                self._wake.wait()
+            else:
+                self._wake.wait(pause)
+                pause = min(2 * pause, self.retry_s[1])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def drain(self, *, deadline_s: float) -> int:
+        """Retry the waiting records until none waits or the deadline passes; returns how many wait."""
+        end = time.monotonic() + deadline_s
+        pause = self.retry_s[0]
+        while (waiting := self.sync_once()) and time.monotonic() + pause < end:
+            time.sleep(pause)  # the server's outage is what we wait on: nothing to be notified by
+            pause = min(2 * pause, self.retry_s[1])
+        return waiting
+
+
+def tracker_for(folder: StudyFolder, summary: dict[str, Any]) -> Tracker:
+    """The Tracker of an existing study (for `study report`), on the URI and parent run it recorded."""
+    mlflow = summary.get("mlflow") or {}
+    return Tracker(
+        folder.tracking_uri(summary),
+        mlflow.get("experiment") or folder.study_name(summary),
+        parent_run_id=mlflow.get("parent_run_id"),
+        artifact_location=None if mlflow.get("uri") else (folder / StudyFolder.ARTIFACTS).as_uri(),
+        reopen=False,
+    )

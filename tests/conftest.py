@@ -14,6 +14,21 @@ LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_sy
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """The project's cache root (precision verdicts) in a temporary folder for the whole session, so that
+    tests never read a verdict another run left in ~/.cache, nor write one there. CLI subprocesses
+    inherit it through the environment."""
+    root = tmp_path_factory.mktemp("cache-root")
+    previous = os.environ.get("NERF_STUDY_CACHE_ROOT")
+    os.environ["NERF_STUDY_CACHE_ROOT"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("NERF_STUDY_CACHE_ROOT", None)
+    else:
+        os.environ["NERF_STUDY_CACHE_ROOT"] = previous
+
+
 @pytest.fixture(scope="session")
 def lego_path() -> Path:
     assert LEGO.is_dir(), f"the shared lego scene is expected at {LEGO}"

@@ -6,16 +6,17 @@ import math
 
 import pytest
 
-from nerf.benchmark import StepBenchConfig, run_step_bench, time_to_psnr
 from nerf.render import RenderConfig
 from nerf.train import TrainConfig
+from study.benchmark import StepBenchConfig, measure_time_to_psnr, run_step_bench
 from study.overhead import actor_gaps
 from tests.test_cli import assert_one_line_error, study
 
 
 def test_step_bench_rows_ratios_and_peak(tiny_scene, one_thread):
-    config = StepBenchConfig(rays=32, samples=8, widths=(32, 16), precisions=("fp32",), repeats=1,
-                             device="cpu")
+    config = StepBenchConfig(
+        rays=32, samples=8, widths=(32, 16), precisions=("fp32",), repeats=1, device="cpu"
+    )
     bench = run_step_bench(tiny_scene, config)
     assert [(r.width, r.precision) for r in bench.rows] == [(32, "fp32"), (16, "fp32")]
     dense, narrow = bench.rows
@@ -25,17 +26,20 @@ def test_step_bench_rows_ratios_and_peak(tiny_scene, one_thread):
     assert narrow.gflop_per_step < dense.gflop_per_step
     assert bench.peaks_gflops["fp32"] > 0
     assert dense.peak_fraction == pytest.approx(
-        dense.gflop_per_step / dense.seconds_per_step / bench.peaks_gflops["fp32"])
+        dense.gflop_per_step / dense.seconds_per_step / bench.peaks_gflops["fp32"]
+    )
 
 
 def test_time_to_psnr_stops_at_the_target_and_reports_unreached(tiny_scene, one_thread):
     train = TrainConfig(iterations=20, rays_per_step=32, device="cpu", precision="fp32", log_every=5)
     render = RenderConfig(n_samples=8)
-    easy = time_to_psnr(tiny_scene, target_psnr=0.0, train_config=train, render=render, eval_every=5,
-                        eval_views=1)
+    easy = measure_time_to_psnr(
+        tiny_scene, target_psnr=0.0, train_config=train, render=render, eval_every=5, eval_views=1
+    )
     assert easy.reached and easy.iterations == 5 and len(easy.curve) == 1  # stopped at the first check
-    hard = time_to_psnr(tiny_scene, target_psnr=99.0, train_config=train, render=render, eval_every=10,
-                        eval_views=1)
+    hard = measure_time_to_psnr(
+        tiny_scene, target_psnr=99.0, train_config=train, render=render, eval_every=10, eval_views=1
+    )
     assert not hard.reached and [p["iteration"] for p in hard.curve] == [10, 20]
     assert hard.train_seconds >= easy.train_seconds > 0
     assert hard.psnr == hard.curve[-1]["psnr"]
@@ -55,8 +59,24 @@ def test_actor_gaps_splits_idle_time_per_actor():
 
 
 def test_cli_bench_json_has_the_issue_keys():
-    result = study("bench", "--rays", "32", "--samples", "8", "--widths", "64,32,16", "--precision",
-                   "auto,fp32", "--repeats", "1", "--device", "cpu", "--threads", "1", "--json")
+    result = study(
+        "bench",
+        "--rays",
+        "32",
+        "--samples",
+        "8",
+        "--widths",
+        "64,32,16",
+        "--precision",
+        "auto,fp32",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     for key in ("dense_s_per_iter", "fp32_peak_fraction", "ratio_w32", "ratio_w16", "peaks_gflops", "rows"):
@@ -65,16 +85,39 @@ def test_cli_bench_json_has_the_issue_keys():
     assert out["dense_s_per_iter"] == dense["seconds_per_step"]
     narrow = next(r for r in out["rows"] if r["width"] == 16 and r["precision"] == out["precision"])
     assert out["ratio_w16"] == pytest.approx(narrow["seconds_per_step"] / dense["seconds_per_step"])
-    assert 0 < out["fp32_peak_fraction"] and math.isfinite(out["fp32_peak_fraction"])
-    assert {r["precision"] for r in out["rows"]} >= {"fp32"}
+    assert out["fp32_peak_fraction"] > 0 and math.isfinite(out["fp32_peak_fraction"])
+    assert {r["precision"] for r in out["rows"]} >= {"fp32", out["precision_auto"]}
+    # auto is the faster of the precisions it measured in this run, and the dense row is auto's
+    measured = out["precision_choice"]["seconds"]
+    assert out["precision_auto"] == min(measured, key=measured.get) and set(measured) >= {"fp32", "bf16"}
+    assert dense["precision"] == out["precision_auto"] and out["points_per_ray"] == 8
 
 
 def test_cli_bench_table_and_bad_input():
-    table = study("bench", "--rays", "16", "--samples", "4", "--widths", "16,8", "--precision", "fp32",
-                  "--repeats", "1", "--device", "cpu", "--threads", "1")
+    table = study(
+        "bench",
+        "--rays",
+        "16",
+        "--samples",
+        "4",
+        "--widths",
+        "16,8",
+        "--precision",
+        "fp32",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    )
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[1].startswith("| width | precision |") and len([ln for ln in lines if ln.startswith("| 8 ")]) == 1
+    assert (
+        lines[1].startswith("auto precision: ")
+        and lines[2].startswith("| width | precision |")
+        and len([ln for ln in lines if ln.startswith("| 8 ")]) == 1
+    )
     assert_one_line_error(study("bench", "--widths", "256,abc"), "--widths", "'256,abc'")
     assert_one_line_error(study("bench", "--precision", "fp8"), "fp8", "allowed")
     assert_one_line_error(study("bench", "--rays", "0"), "--rays", "0")

@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def study(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -28,9 +34,27 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 def test_dense_end_to_end_writes_metrics_checkpoint_and_renders(tmp_path):
     out = tmp_path / "run"
-    result = study("dense", "--data", "synthetic", "--downscale", "4", "--iters", "20",
-                   "--rays-per-step", "64", "--samples", "16", "--eval-views", "2", "--out", str(out),
-                   "--device", "cpu", "--precision", "fp32")
+    result = study(
+        "dense",
+        "--data",
+        "synthetic",
+        "--downscale",
+        "4",
+        "--iters",
+        "20",
+        "--rays-per-step",
+        "64",
+        "--samples",
+        "16",
+        "--eval-views",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("psnr", "ssim", "params", "size_mb", "seconds_per_1k_iters", "iterations", "config"):
@@ -43,14 +67,17 @@ def test_dense_end_to_end_writes_metrics_checkpoint_and_renders(tmp_path):
     assert "psnr" in result.stdout
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--data", "/nonexistent/scene"], ["/nonexistent/scene", "does not exist"]),
-    (["--downscale", "0"], ["downscale", "0", "positive integer"]),
-    (["--iters", "0"], ["iterations", "0", "positive integer"]),
-    (["--device", "tpu"], ["'tpu'", "allowed"]),
-    (["--device", "cuda"], ["'cuda'", "no CUDA"]),
-    (["--precision", "fp8"], ["'fp8'", "allowed"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--data", "/nonexistent/scene"], ["/nonexistent/scene", "does not exist"]),
+        (["--downscale", "0"], ["downscale", "0", "positive integer"]),
+        (["--iters", "0"], ["iterations", "0", "positive integer"]),
+        (["--device", "tpu"], ["'tpu'", "allowed"]),
+        (["--device", "cuda"], ["'cuda'", "no CUDA"]),
+        (["--precision", "fp8"], ["'fp8'", "allowed"]),
+    ],
+)
 def test_dense_bad_input_is_one_line_exit_2(args, fragments, tmp_path):
     assert_one_line_error(study("dense", "--out", str(tmp_path / "o"), *args), *fragments)
 
@@ -62,48 +89,88 @@ def test_dense_bad_scene_files_are_one_line_exit_2(tmp_path):
     assert_one_line_error(study("dense", "--data", str(folder), "--out", str(tmp_path / "o")), "frames")
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--space", "huge"], ["'huge'", "quick, paper, full"]),
-    (["--sampler", "cmaes"], ["'cmaes'", "tpe, nsga2, random"]),
-    (["--data", "/nonexistent/scene"], ["/nonexistent/scene", "does not exist"]),
-    (["--resume"], ["not a study folder"]),
-    (["--gpus-per-trial", "0.5"], ["no CUDA GPU"]),
-    (["--trials", "0"], ["trials", "positive integer"]),
-    (["--precision", "fp8"], ["'fp8'", "allowed"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--space", "huge"], ["'huge'", "quick, paper, full"]),
+        (["--sampler", "cmaes"], ["'cmaes'", "tpe, nsga2, random"]),
+        (["--data", "/nonexistent/scene"], ["/nonexistent/scene", "does not exist"]),
+        (["--resume"], ["not a study folder"]),
+        (["--gpus-per-trial", "0.5"], ["no CUDA GPU"]),
+        (["--trials", "0"], ["trials", "positive integer"]),
+        (["--precision", "fp8"], ["'fp8'", "allowed"]),
+    ],
+)
 def test_launch_bad_input_is_refused_before_ray_starts(args, fragments, tmp_path):
     result = study("launch", "--out", str(tmp_path / "s"), *args)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "s" / "tune-0").exists()
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--strategy", "magic"], ["'magic'", "coreset"]),
-    (["--strategy", "coreset", "--width", "300"], ["width 300", "1..256"]),
-    (["--strategy", "coreset", "--width", "0"], ["width 0", "1..256"]),
-    (["--strategy", "coreset", "--width", "64", "--beta", "0"], ["beta 0", "> 0"]),
-    (["--strategy", "edge", "--threshold", "-0.1"], ["-0.1", ">= 0"]),
-    (["--strategy", "coreset", "--width", "64", "--phi", "sigmoid"], ["'sigmoid'", "relu"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--strategy", "magic"], ["'magic'", "coreset"]),
+        (["--strategy", "coreset", "--width", "300"], ["width 300", "1..256"]),
+        (["--strategy", "coreset", "--width", "0"], ["width 0", "1..256"]),
+        (["--strategy", "coreset", "--width", "64", "--beta", "0"], ["beta 0", "> 0"]),
+        (["--strategy", "edge", "--threshold", "-0.1"], ["-0.1", ">= 0"]),
+        (["--strategy", "coreset", "--width", "64", "--phi", "sigmoid"], ["'sigmoid'", "relu"]),
+    ],
+)
 def test_prune_bad_input_is_one_line_exit_2(args, fragments, tmp_path, dense_run):
-    assert_one_line_error(study("prune", "--checkpoint", str(dense_run), "--out", str(tmp_path / "p"), *args),
-                          *fragments)
+    assert_one_line_error(
+        study("prune", "--checkpoint", str(dense_run), "--out", str(tmp_path / "p"), *args), *fragments
+    )
 
 
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dense") / "run"
-    result = study("dense", "--downscale", "4", "--iters", "20", "--rays-per-step", "64", "--samples", "16",
-                   "--eval-views", "1", "--out", str(out), "--device", "cpu", "--precision", "fp32")
+    result = study(
+        "dense",
+        "--downscale",
+        "4",
+        "--iters",
+        "20",
+        "--rays-per-step",
+        "64",
+        "--samples",
+        "16",
+        "--eval-views",
+        "1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    )
     assert result.returncode == 0, result.stderr
     return out
 
 
 def test_prune_end_to_end_writes_a_smaller_model(tmp_path, dense_run):
     out = tmp_path / "pruned"
-    result = study("prune", "--checkpoint", str(dense_run), "--strategy", "coreset", "--width", "64",
-                   "--retrain-iters", "5", "--eval-views", "1", "--out", str(out), "--device", "cpu",
-                   "--precision", "fp32")
+    result = study(
+        "prune",
+        "--checkpoint",
+        str(dense_run),
+        "--strategy",
+        "coreset",
+        "--width",
+        "64",
+        "--retrain-iters",
+        "5",
+        "--eval-views",
+        "1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["strategy"] == "coreset" and metrics["width"] == 64

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import InputError
 from nerf.data import load_scene, make_synthetic_scene
 from nerf.data.blender import load_blender
+from nerf.data.images import area_downscale, evenly_spaced
 from nerf.data.llff import llff_to_opengl, load_llff
-from nerf.data.loader import area_downscale, evenly_spaced
 from nerf.data.npz import load_npz
-from common.errors import InputError
 
 LEGO = Path("/work/shared/data/nerf_synthetic/lego")
 LEGO_ANGLE_X = 0.6911112070083618
@@ -132,7 +132,7 @@ def test_blender_lego_downscaled():
         views = scene.split(split)
         assert views.images.shape == (2, 50, 50, 3) and views.images.dtype == np.float32
         assert views.poses.shape == (2, 4, 4) and views.poses.dtype == np.float32
-        assert 0.0 <= views.images.min() and views.images.max() <= 1.0
+        assert views.images.min() >= 0.0 and views.images.max() <= 1.0
         np.testing.assert_allclose(views.poses[:, 3], np.tile([0, 0, 0, 1], (2, 1)))
 
     # train[0] is the first frame; a 50x50 pixel whose whole 8x8 source block has alpha 0 is exactly white.
@@ -355,7 +355,7 @@ def test_synthetic_default_scene():
     assert (scene.near, scene.far, scene.ndc, scene.background) == (2.0, 6.0, False, (1.0, 1.0, 1.0))
     for views in (scene.train, scene.val, scene.test):
         images = views.images
-        assert images.dtype == np.float32 and 0.0 <= images.min() and images.max() <= 1.0
+        assert images.dtype == np.float32 and images.min() >= 0.0 and images.max() <= 1.0
         # Every view shows something, and every view has white background around it.
         assert np.all((images < 1.0).any(axis=-1).mean(axis=(1, 2)) > 0.1)
         assert np.all(images[:, 0, 0] == 1.0)

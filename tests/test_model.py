@@ -27,8 +27,9 @@ def test_encoding_layout_matches_the_original():
 
 def test_glorot_init_gives_the_weight_distribution_edge_thresholds_assume():
     torch.manual_seed(0)
-    weights = torch.cat([p.detach().abs().flatten() for n, p in NeRFMLP().named_parameters()
-                         if n.endswith("weight")])
+    weights = torch.cat(
+        [p.detach().abs().flatten() for n, p in NeRFMLP().named_parameters() if n.endswith("weight")]
+    )
     share_above = float((weights > 0.05).float().mean())
     assert 0.50 < share_above < 0.60  # ~54% at Glorot-uniform; PyTorch's default init gives ~20%
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from study.paper import PAPER, Cell, drop_finding, order_finding
-from tests.test_cli import assert_one_line_error, study as run_cli
+from tests.test_cli import assert_one_line_error
+from tests.test_cli import study as run_cli
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,13 @@ def paper_run(tmp_path_factory):
 
 
 def mean_psnr(rows, strategy, **where):
-    values = [r["psnr"] for r in rows if r["status"] == "COMPLETE" and r["strategy"] == strategy
-              and all(r[k] == v for k, v in where.items())]
+    values = [
+        r["psnr"]
+        for r in rows
+        if r["status"] == "COMPLETE"
+        and r["strategy"] == strategy
+        and all(r[k] == v for k, v in where.items())
+    ]
     return statistics.fmean(values), len(values)
 
 
@@ -49,8 +55,11 @@ def test_report_tables_match_the_results_table(paper_run):
     assert "missing" not in report and "nan" not in report.lower()
     baseline, _ = mean_psnr(rows, "edge", threshold=0.0)
     assert tables["baseline"]["psnr"]["mean"] == pytest.approx(baseline)
-    for criterion, label in (("importance-in", "w_in"), ("importance-out", "w_out"),
-                             ("importance-prod", "w_in x w_out")):
+    for criterion, label in (
+        ("importance-in", "w_in"),
+        ("importance-out", "w_out"),
+        ("importance-prod", "w_in x w_out"),
+    ):
         value, n = mean_psnr(rows, criterion, width=64)
         assert n == 2 and tables["importance"][criterion]["mean"] == pytest.approx(value)
         row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))

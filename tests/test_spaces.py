@@ -4,8 +4,7 @@ import optuna
 import pytest
 
 from common.errors import InputError
-from study.spaces import PAPER_GRID, SPACES, get_space, paper_grid, paper_points
-from study.runner import check_points
+from study.spaces import PAPER_GRID, SPACES, check_points, get_space, paper_grid, paper_points
 
 
 def test_unknown_space_is_one_clear_error():
@@ -17,13 +16,20 @@ def test_unknown_space_is_one_clear_error():
 def test_every_preset_suggests_valid_pruning_configs(name):
     space = get_space(name)
     check_points(space)
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        directions=["maximize", "minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     for _ in range(30):
         trial = study.ask()
         config = space.define(trial)
-        assert config["strategy"] in ("edge", "uniform", "importance-in", "importance-out",
-                                      "importance-prod", "coreset")
+        assert config["strategy"] in (
+            "edge",
+            "uniform",
+            "importance-in",
+            "importance-out",
+            "importance-prod",
+            "coreset",
+        )
         assert config["width"] is None or 1 <= config["width"] <= 256
         assert config["threshold"] >= 0
         study.tell(trial, [0.0, 0.0, 0.0])
@@ -31,9 +37,17 @@ def test_every_preset_suggests_valid_pruning_configs(name):
 
 def test_paper_grid_is_exactly_the_papers_tables():
     as_tuples = {(g["strategy"], g["width"], g["threshold"]) for g in PAPER_GRID}
-    assert as_tuples == {("edge", None, 0.0), ("edge", None, 0.05), ("edge", None, 0.1),
-                         ("uniform", 64, 0.0), ("importance-in", 64, 0.0), ("importance-out", 64, 0.0),
-                         ("importance-prod", 64, 0.0), ("coreset", 128, 0.0), ("coreset", 64, 0.0)}
+    assert as_tuples == {
+        ("edge", None, 0.0),
+        ("edge", None, 0.05),
+        ("edge", None, 0.1),
+        ("uniform", 64, 0.0),
+        ("importance-in", 64, 0.0),
+        ("importance-out", 64, 0.0),
+        ("importance-prod", 64, 0.0),
+        ("coreset", 128, 0.0),
+        ("coreset", 64, 0.0),
+    }
     coreset = [g for g in PAPER_GRID if g["strategy"] == "coreset"]
     assert all(g["beta"] == 3.0 and g["phi"] == "relu" for g in coreset)
     # enqueued grid points replay through the define-by-run function unchanged
@@ -63,8 +77,10 @@ def test_nsga2_has_a_common_space_to_evolve_with_the_flat_variant():
     space = get_space("full")
 
     def run(define) -> set[str]:
-        study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
-                                    sampler=optuna.samplers.NSGAIISampler(seed=0, population_size=8))
+        study = optuna.create_study(
+            directions=["maximize", "minimize", "minimize"],
+            sampler=optuna.samplers.NSGAIISampler(seed=0, population_size=8),
+        )
         study.optimize(lambda t: objective(define(t)), n_trials=24)
         return set(optuna.search_space.intersection_search_space(study.get_trials()))
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nerf.data.loader import check_background, check_downscale, check_limit, evenly_spaced, read_images
-from nerf.data.scene import SPLITS, Scene, Views
 from common.errors import InputError
+from nerf.data.images import check_background, check_downscale, check_limit, evenly_spaced, read_images
+from nerf.data.scene import SPLITS, Scene, Views
 
 NEAR, FAR = 2.0, 6.0
 """Scene units; the nerf_synthetic objects sit inside a sphere of radius ~1.5 seen from radius ~4."""
@@ -82,8 +82,7 @@ def load_blender(
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise InputError(
-            f"Blender transforms file {str(path)!r} is missing; "
-            "each split needs transforms_<split>.json"
+            f"Blender transforms file {str(path)!r} is missing; each split needs transforms_<split>.json"
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -92,8 +91,7 @@ def _read_json(path: Path) -> dict:
         raise InputError(f"{str(path)!r} is malformed JSON ({where}); allowed: valid JSON") from e
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(
-            f"{str(path)!r} is unreadable ({type(e).__name__}); "
-            "allowed: a UTF-8 JSON file"
+            f"{str(path)!r} is unreadable ({type(e).__name__}); allowed: a UTF-8 JSON file"
         ) from e
     if not isinstance(meta, dict):
         raise InputError(
@@ -116,8 +114,7 @@ def _image_path(root: Path, frame: object, meta_path: Path, index: int) -> Path:
     file_path = frame.get("file_path") if isinstance(frame, dict) else None
     if not isinstance(file_path, str) or not file_path:
         raise InputError(
-            f"{str(meta_path)!r} frame {index} has file_path {file_path!r}; "
-            "allowed: a relative path string"
+            f"{str(meta_path)!r} frame {index} has file_path {file_path!r}; allowed: a relative path string"
         )
     path = root / file_path
     # The reference data omits the extension ("./train/r_0"); some exports include it.

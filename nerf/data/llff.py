@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nerf.data.loader import check_background, check_downscale, check_limit, evenly_spaced, read_images
-from nerf.data.scene import Scene, Views
 from common.errors import InputError
+from nerf.data.images import check_background, check_downscale, check_limit, evenly_spaced, read_images
+from nerf.data.scene import Scene, Views
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LLFF_HOLD = 8
@@ -135,23 +135,18 @@ def _normalize(v: np.ndarray) -> np.ndarray:
 
 def _read_poses_bounds(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise InputError(
-            f"LLFF poses file {str(path)!r} is missing; "
-            "an LLFF folder needs poses_bounds.npy"
-        )
+        raise InputError(f"LLFF poses file {str(path)!r} is missing; an LLFF folder needs poses_bounds.npy")
     try:
         raw = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise InputError(
-            f"{str(path)!r} is unreadable ({type(e).__name__}); "
-            "allowed: a .npy array of shape (N, 17)"
+            f"{str(path)!r} is unreadable ({type(e).__name__}); allowed: a .npy array of shape (N, 17)"
         ) from e
     if raw.ndim != 2 or raw.shape[1] != 17 or raw.shape[0] == 0 or not np.issubdtype(raw.dtype, np.number):
         raise InputError(f"{str(path)!r} has poses of shape {raw.shape}; allowed: (N, 17) with N >= 1")
     if not np.all(np.isfinite(raw)) or raw[:, 15:17].min() <= 0:
         raise InputError(
-            f"{str(path)!r} has non-finite values or non-positive depth bounds; "
-            "allowed: finite, bounds > 0"
+            f"{str(path)!r} has non-finite values or non-positive depth bounds; allowed: finite, bounds > 0"
         )
     return raw
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nerf.data.loader import area_downscale, check_background, check_downscale, check_limit, evenly_spaced
-from nerf.data.scene import Scene, Views
 from common.errors import InputError
+from nerf.data.images import area_downscale, check_background, check_downscale, check_limit, evenly_spaced
+from nerf.data.scene import Scene, Views
 
 TEST_FRACTION = 0.1
 """The last 10% of the views (at least one) are held out as test, and reused as val."""
@@ -42,7 +42,7 @@ def load_npz(
     limit = check_limit(limit)
     images, poses, focal = _read(path)
 
-    n, height, width, channels = images.shape
+    n, _, _, channels = images.shape
     if n < 2:
         raise InputError(f"{str(path)!r} has {n} view(s); allowed: at least 2 (one train, one test)")
     if images.dtype == np.uint8:
@@ -89,21 +89,18 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(
-            f"{str(path)!r} is unreadable ({type(e).__name__}); "
-            "allowed: an npz with images, poses and focal"
+            f"{str(path)!r} is unreadable ({type(e).__name__}); allowed: an npz with images, poses and focal"
         ) from e
     missing = [k for k in ("images", "poses", "focal") if k not in arrays]
     if missing:
         raise InputError(
-            f"{str(path)!r} lacks {', '.join(missing)}; "
-            "allowed: an npz with images, poses and focal"
+            f"{str(path)!r} lacks {', '.join(missing)}; allowed: an npz with images, poses and focal"
         )
     images, poses, focal = arrays["images"], arrays["poses"], arrays["focal"]
 
     if images.ndim != 4 or images.shape[-1] not in (3, 4) or not np.issubdtype(images.dtype, np.number):
         raise InputError(
-            f"{str(path)!r} has images of shape {images.shape}; "
-            "allowed: (N, H, W, 3) or (N, H, W, 4)"
+            f"{str(path)!r} has images of shape {images.shape}; allowed: (N, H, W, 3) or (N, H, W, 4)"
         )
     n = images.shape[0]
     numeric = np.issubdtype(poses.dtype, np.number)
@@ -117,7 +114,6 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     numeric = np.issubdtype(focal.dtype, np.number) and np.size(focal) == 1
     if not numeric or not np.isfinite(focal).all() or float(np.ravel(focal)[0]) <= 0:
         raise InputError(
-            f"{str(path)!r} has focal {np.ravel(focal)[:3].tolist()!r}; "
-            "allowed: one positive number (pixels)"
+            f"{str(path)!r} has focal {np.ravel(focal)[:3].tolist()!r}; allowed: one positive number (pixels)"
         )
     return images, poses.astype(np.float32), float(np.ravel(focal)[0])

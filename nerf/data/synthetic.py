@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nerf.data.loader import check_background
-from nerf.data.scene import Scene, Views
 from common.errors import InputError
+from nerf.data.images import check_background
+from nerf.data.scene import Scene, Views
 
 CAMERA_ANGLE_X = 0.6911112070083618
 """Horizontal field of view in radians, the same as the nerf_synthetic scenes."""

@@ -1,0 +1,125 @@
+"""How much of the best front a search finds for its compute, replayed against the tabular benchmark.
+
+    python bench/search_efficiency.py [--table bench/tables/lego50.parquet] [--seeds 10] [--workers 2] [--json]
+
+For each search set-up (random search, TPE, NSGA-II, TPE with MOASHA) and each seed, the project's own
+searcher (`study.search.StudySearcher`, repeat guard included) and scheduler core (`study.moasha.MOASHA`)
+search the table's own discrete version of the `full` space (`study.replay.table_space`), asynchronous
+workers in simulated time charged the table's measured durations (`study.replay.simulate`). Printed: the
+median over seeds of the hypervolume reached at fractions of the whole grid's compute, over the
+hypervolume of the whole grid's front. `--json` prints one object with `grid_hypervolume`,
+`grid_compute` and, per set-up, `hv_fraction_at_30pct` (and the other fractions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402
+
+from study.moasha import MOASHA  # noqa: E402
+from study.replay import bench_metadata, hv_at, load_table, simulate, table_space  # noqa: E402
+from study.search import StudySearcher, make_sampler  # noqa: E402
+
+SETUPS = ("random", "tpe", "nsga2", "tpe_moasha")
+FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+DEFAULT_TABLE = ROOT / "bench" / "tables" / "lego50.parquet"
+
+
+def replay(table, setup: str, seed: int, *, workers: int, budget_fraction: float):
+    sampler = make_sampler("random" if setup == "random" else setup.removesuffix("_moasha"), seed)
+    searcher = StudySearcher(
+        define=table_space(table),
+        storage=optuna.storages.InMemoryStorage(),
+        study_name=f"{setup}-{seed}",
+        sampler=sampler,
+    )
+    core = None
+    if setup.endswith("_moasha"):
+        eta = bench_metadata(table)["eta"]
+        milestones = tuple(table.column("rung_iterations")[0].as_py())
+        core = MOASHA(milestones=milestones, eta=eta)
+    grid_compute = sum(table.column("seconds").to_pylist())
+    return simulate(
+        table,
+        searcher=searcher,
+        scheduler_core=core,
+        workers=workers,
+        budget_seconds=budget_fraction * grid_compute,
+        max_trials=None,
+        seed=seed,
+        tell=searcher.tell,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    table = load_table(args.table)
+    start = time.perf_counter()
+    out: dict = {
+        "table": str(args.table),
+        "configurations": table.num_rows,
+        "seeds": args.seeds,
+        "workers": args.workers,
+        "bench": bench_metadata(table),
+    }
+    for setup in args.setups:
+        fractions: dict[float, list[float]] = {f: [] for f in FRACTIONS}
+        trials, stopped = [], []
+        for seed in range(args.seeds):
+            result = replay(table, setup, seed, workers=args.workers, budget_fraction=max(FRACTIONS))
+            out["grid_hypervolume"], out["grid_compute"] = result.grid_hypervolume, result.grid_compute
+            for f in FRACTIONS:
+                fractions[f].append(hv_at(result, f * result.grid_compute) / result.grid_hypervolume)
+            trials.append(len(result.trials))
+            stopped.append(result.stopped)
+        out[setup] = {
+            **{f"hv_fraction_at_{round(100 * f)}pct": statistics.median(v) for f, v in fractions.items()},
+            "hv_fraction_at_30pct_by_seed": fractions[0.3],
+            "median_trials_started": statistics.median(trials),
+            "median_trials_stopped": statistics.median(stopped),
+        }
+    out["seconds"] = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return out
+    print(
+        f"{args.table.name}: {table.num_rows} configurations; whole grid: hypervolume "
+        f"{out['grid_hypervolume']:.4f}, {out['grid_compute']:.0f} trial-seconds; {args.seeds} seeds, "
+        f"{args.workers} workers; replayed in {out['seconds']:.1f} s"
+    )
+    print(
+        "| search | "
+        + " | ".join(f"HV at {round(100 * f)}% of grid compute" for f in FRACTIONS)
+        + " | trials started (stopped) at 50% |"
+    )
+    print("|---|" + "---|" * (len(FRACTIONS) + 1))
+    for setup in args.setups:
+        s = out[setup]
+        print(
+            f"| {setup} | "
+            + " | ".join(f"{100 * s[f'hv_fraction_at_{round(100 * f)}pct']:.1f}%" for f in FRACTIONS)
+            + f" | {s['median_trials_started']:.0f} ({s['median_trials_stopped']:.0f}) |"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    main()
