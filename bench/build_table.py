@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> Path:
     from study.moasha import rung_milestones
     from study.options import StudyOptions
     from study.replay import SCHEMA, with_metadata
-    from study.runner import dense_config, dense_trial_time, validation_rays
+    from study.baseline import dense_trial_time, validation_rays
+    from study.runner import dense_config
     from study.spaces import Budget
     from study.trial import TrialSettings
 

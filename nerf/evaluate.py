@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,13 +9,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from nerf.data.images import evenly_spaced
 from nerf.data.scene import Scene
 from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
 from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyGrid
 from nerf.rays import view_rays
 from nerf.render import RenderConfig, render_rays
-from nerf.train import to_tensor
+from nerf.train import mse_to_psnr, to_tensor
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class EvalResult:
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    mse = float(np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2))
-    return -10.0 * math.log10(max(mse, 1e-12))
+    """Of two images in [0, 1] (MAX = 1), from their mean squared error in float64."""
+    return mse_to_psnr(float(np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2)))
 
 
 def ssim(pred: np.ndarray, target: np.ndarray, *, window: int = 11, sigma: float = 1.5) -> float:
@@ -68,12 +68,6 @@ def ssim(pred: np.ndarray, target: np.ndarray, *, window: int = 11, sigma: float
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return float(s.mean())
-
-
-def pick_views(n: int, max_views: int | None) -> list[int]:
-    if max_views is None or max_views >= n:
-        return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max_views)})  # noqa: RUF046 (numpy round is a float)
 
 
 @torch.inference_mode()
@@ -137,7 +131,7 @@ def evaluate(
     if dev.type == "cpu":
         keep_freed_cpu_memory()
     views = scene.split(config.split)
-    indices = pick_views(len(views), config.max_views)
+    indices = [int(i) for i in evenly_spaced(len(views), config.max_views)]
     models = [m for m in (model, fine_model) if m is not None]
     was_training = [m.training for m in models]
     for m in models:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from common.errors import InputError
 from nerf.checkpoint import CHECKPOINT_NAME, save_checkpoint, state_dict_bytes
+from nerf.data.images import check_downscale
 from nerf.data.loader import load_scene
 from nerf.data.scene import Scene
 from nerf.evaluate import EvalConfig, EvalResult, evaluate, save_renders
@@ -36,8 +36,7 @@ class DataConfig:
     Blender and the built-in scene, as the original; black for LLFF)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.downscale, int) or self.downscale < 1:
-            raise InputError(f"downscale must be a positive integer, got {self.downscale!r}")
+        object.__setattr__(self, "downscale", check_downscale(self.downscale))  # the loaders' rule, one place
 
     def portable(self) -> DataConfig:
         """The same config with the data path relative to the working directory where possible, so a

@@ -51,6 +51,10 @@ class RenderOutput:
     """(R, 3) the coarse network's colour when a fine network ran too (it is supervised as well)."""
     mlp_points: int = 0
     """Sample points that went through an MLP (coarse and fine): R x samples unless a grid skipped some."""
+    sample_cells: torch.Tensor | None = None
+    """With a grid: (P,) grid cell (`OccupancyGrid.cell_ids`) of each coarse sample that reached the MLP."""
+    sample_weights: torch.Tensor | None = None
+    """With a grid: (P,) compositing weight of those samples (detached), for `OccupancyGrid.observe`."""
 
 
 def stratified_samples(
@@ -124,10 +128,20 @@ def sample_pdf(
     return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
 
 
+@dataclass
+class Packed:
+    """Which samples of an (R, S) batch a grid sent through the MLP."""
+
+    keep: torch.Tensor
+    """(P,) flat indices into R x S, ascending (ray by ray, near to far)."""
+    cells: torch.Tensor
+    """(P,) their grid cells (`OccupancyGrid.cell_ids`)."""
+
+
 def run_mlp(
     model: NeRFMLP, points: torch.Tensor, viewdirs: torch.Tensor, occupancy: OccupancyGrid | None
-) -> tuple[torch.Tensor, int]:
-    """Raw outputs (R, S, 4) at points (R, S, 3) and how many points went through the MLP.
+) -> tuple[torch.Tensor, Packed | None]:
+    """Raw outputs (R, S, 4) at points (R, S, 3) and, with a grid, which samples went through the MLP.
 
     With a grid, only samples in occupied cells are gathered ("packed", each with its ray's view
     direction) and run; skipped samples get raw 0, i.e. density relu(0) = 0, so they weigh nothing.
@@ -137,12 +151,17 @@ def run_mlp(
     O(R x S) elementwise work, a few hundred microseconds per step against milliseconds of MLP.
     """
     if occupancy is None:
-        return model(points, viewdirs), points.shape[0] * points.shape[1]
+        return model(points, viewdirs), None
     n_rays, n_samples = points.shape[:2]
-    keep = torch.nonzero(occupancy.lookup(points).reshape(-1)).squeeze(-1)  # the one host sync of packing
+    cells = occupancy.cell_ids(points).reshape(-1)
+    keep = torch.nonzero(occupancy.occupied_cells(cells)).squeeze(-1)  # the one host sync of packing
     packed = model(points.reshape(-1, 3)[keep], viewdirs[keep // n_samples])
     raw = packed.new_zeros(n_rays * n_samples, packed.shape[-1]).index_copy(0, keep, packed)
-    return raw.reshape(n_rays, n_samples, -1), int(keep.numel())
+    return raw.reshape(n_rays, n_samples, -1), Packed(keep=keep, cells=cells[keep])
+
+
+def points_run(packed: Packed | None, points: torch.Tensor) -> int:
+    return points.shape[0] * points.shape[1] if packed is None else int(packed.keep.numel())
 
 
 def render_rays(
@@ -177,18 +196,34 @@ def render_rays(
         device=origins.device,
     )
     points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-    raw, mlp_points = run_mlp(model, points, viewdirs, occupancy)
+    raw, packed = run_mlp(model, points, viewdirs, occupancy)
     rgb, weights, acc, depth = composite(raw, t, dirs, background)
+    mlp_points = points_run(packed, points)
+    sample_cells = packed.cells if packed is not None else None
+    sample_weights = weights.detach().reshape(-1)[packed.keep] if packed is not None else None
     if fine_model is None or config.n_importance == 0:
-        return RenderOutput(rgb=rgb, acc=acc, depth=depth, mlp_points=mlp_points)
+        return RenderOutput(
+            rgb=rgb,
+            acc=acc,
+            depth=depth,
+            mlp_points=mlp_points,
+            sample_cells=sample_cells,
+            sample_weights=sample_weights,
+        )
     mids = 0.5 * (t[:, 1:] + t[:, :-1])
     t_fine = sample_pdf(
         mids, weights[:, 1:-1].detach(), config.n_importance, deterministic=not perturb, generator=generator
     )
     t_all, _ = torch.sort(torch.cat((t, t_fine.detach()), -1), -1)
     points = origins[:, None, :] + t_all[..., None] * dirs[:, None, :]
-    raw_fine, fine_points = run_mlp(fine_model, points, viewdirs, occupancy)
+    raw_fine, packed_fine = run_mlp(fine_model, points, viewdirs, occupancy)
     rgb_f, _, acc_f, depth_f = composite(raw_fine, t_all, dirs, background)
     return RenderOutput(
-        rgb=rgb_f, acc=acc_f, depth=depth_f, rgb_coarse=rgb, mlp_points=mlp_points + fine_points
+        rgb=rgb_f,
+        acc=acc_f,
+        depth=depth_f,
+        rgb_coarse=rgb,
+        mlp_points=mlp_points + points_run(packed_fine, points),
+        sample_cells=sample_cells,
+        sample_weights=sample_weights,
     )

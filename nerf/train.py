@@ -152,8 +152,11 @@ def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    # eps=1e-7: TensorFlow's Adam default, which the original was trained with
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7)
+    # eps=1e-7: TensorFlow's Adam default, which the original was trained with. fused: one kernel for all
+    # parameters instead of ~10 per tensor; measured on the 2-core CPU 2.8 -> 0.7 ms per step at width 256
+    # and 1.5 -> 0.3 ms at width 64, which mattered once empty-space skipping left ~1k points per step
+    # (updates differ from the per-tensor loop by float rounding only, 1e-8 after 5 steps).
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7, fused=True)
 
 
 def train(
@@ -289,6 +292,8 @@ def train(
                 fine_model=fine_model,
                 occupancy=grid,
             )
+        if grid is not None and out.sample_cells is not None:
+            grid.observe(out.sample_cells, out.sample_weights)  # type: ignore[arg-type]
         result.mlp_points += out.mlp_points
         result.rays += config.rays_per_step
         target = colors[idx]

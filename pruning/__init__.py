@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pruning.edge import edge_masks, edge_prune_, masks_enforced
 from pruning.histogram import save_weight_histogram_png, weight_histogram
-from pruning.retrain import PrunedRun, prune_and_retrain, prune_retrain_evaluate, run_prune
+from pruning.retrain import PrunedRun, prune_retrain_evaluate, run_prune
 from pruning.scores import NeuronScores, neuron_scores
 from pruning.selection import (
     PHIS,
@@ -49,7 +49,6 @@ __all__ = [
     "masks_enforced",
     "neuron_scores",
     "prune",
-    "prune_and_retrain",
     "prune_retrain_evaluate",
     "run_prune",
     "save_weight_histogram_png",

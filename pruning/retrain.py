@@ -62,7 +62,7 @@ def prune_retrain_evaluate(
     occupancy: OccupancyGrid | None = None,
     occupancy_config: OccupancyConfig = OccupancyConfig(),
 ) -> PrunedRun:
-    """prune_and_retrain, returning the evaluation and training results as well.
+    """Prune (seeded by `seed`; the input networks are not modified), evaluate, retrain, evaluate again.
 
     With render.sampling 'occupancy', `occupancy` is the dense model's grid: the pruned model is scored
     with it before retraining, retrains with a copy of it that is refreshed from the pruned model as it
@@ -183,40 +183,6 @@ def prune_retrain_evaluate(
         train_result=train_result,
         pruned=pruned,
     )
-
-
-def prune_and_retrain(
-    model: NeRFMLP,
-    fine_model: NeRFMLP | None,
-    scene: Scene,
-    rays: RaysTable,
-    spec: PruneSpec,
-    *,
-    retrain: TrainConfig,
-    render: RenderConfig,
-    eval_config: EvalConfig,
-    seed: int,
-    on_step: Callable[[StepStats], None] | None = None,
-) -> tuple[NeRFMLP, NeRFMLP | None, dict]:
-    """Prune (seeded by `seed`), evaluate, retrain with `retrain`, evaluate again.
-
-    The input networks are not modified. Returns the retrained pruned networks and the metrics:
-    run_metrics + model_metrics fields of the retrained networks, plus strategy, width, beta, phi,
-    threshold, prune_view, kept_fraction, sparse_size_mb, dense_params, pre_retrain_psnr/ssim.
-    """
-    run = prune_retrain_evaluate(
-        model,
-        fine_model,
-        scene,
-        rays,
-        spec,
-        retrain=retrain,
-        render=render,
-        eval_config=eval_config,
-        seed=seed,
-        on_step=on_step,
-    )
-    return run.model, run.fine_model, run.metrics
 
 
 def dense_config_of(meta: dict) -> dict:

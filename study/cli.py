@@ -546,7 +546,8 @@ def report(study_dir: Path = typer.Argument(..., help="A study folder written by
         folder.summary()  # refuse a folder that is no study before the lock would touch it
         with folder.lock():  # a running driver owns its folder: it writes the report itself
             summary = folder.summary()
-            log = TrialLog(folder, echo=echo)
+            folder.repair_logs(echo)
+            log = TrialLog(folder)
             sync = RecordSync(folder, open_tracker(folder, summary), echo=echo)
             hypervolume, waiting = finish_outputs(
                 folder,

@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -337,3 +338,41 @@ class MOASHAScheduler(FIFOScheduler):
             saved = json.load(f)
         self.core = MOASHA.from_state(saved["core"])
         self._stopped = int(saved["stopped"])
+
+
+class DurableMOASHAScheduler(MOASHAScheduler):
+    """The study's scheduler: every rung decision is appended to the study folder's rungs.jsonl before
+    Tune acts on it, and a resumed study rebuilds the core from that file, so the scheduler's state
+    survives any kill exactly and a stopped trial is never revived. Only rung reports (they carry
+    `rung_at`) are judged: mid-run checkpoints and final reports pass."""
+
+    def __init__(self, *, rungs_file: Path, max_iters: int, eta: int) -> None:
+        from study.store import read_lines
+
+        core = MOASHA(milestones=rung_milestones(max_iters, eta), eta=eta)
+        for line in read_lines(rungs_file):
+            core.record(
+                line["trial_id"], line["iteration"], line["values"], decision=line["decision"] == "continue"
+            )
+        super().__init__(max_iters=max_iters, eta=eta, core=core, time_attr="rung_at")
+        self.rungs_file = rungs_file
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
+        from study.store import append_line
+
+        before = {m: self.core.decision(trial.trial_id, m) for m in self.core.milestones}
+        decision = super().on_trial_result(tune_controller, trial, result)
+        for m in self.core.milestones:
+            now = self.core.decision(trial.trial_id, m)
+            if before[m] is None and now is not None:
+                append_line(
+                    self.rungs_file,
+                    {
+                        "trial_id": trial.trial_id,
+                        "iteration": m,
+                        "decision": "continue" if now else "stop",
+                        "config": trial.config,
+                        "values": {k: result.get(k) for k in self.core.objectives},
+                    },
+                )
+        return decision

@@ -50,9 +50,11 @@ def append_line(path: Path, record: dict) -> None:
         os.close(fd)
 
 
-def read_lines(path: Path, *, echo: Callable[[str], None] | None = None) -> list[dict]:
-    """The complete JSON lines of an append-only log. A last line cut by a kill is cut off the file (so
-    that the next append starts a fresh line) and reported in one message."""
+def read_lines(path: Path, *, repair: bool = False, echo: Callable[[str], None] | None = None) -> list[dict]:
+    """The complete JSON lines of an append-only log; an incomplete last line is left out. With `repair`
+    (the log's one writer, before it appends: a driver at its start) a last line cut by a kill is cut off
+    the file, so that the next append starts a fresh line, and reported in one message. A reader beside
+    a live writer must not repair: it may be looking at a line half-way through its write."""
     if not path.is_file():
         return []
     data = path.read_bytes()
@@ -67,7 +69,7 @@ def read_lines(path: Path, *, echo: Callable[[str], None] | None = None) -> list
         except ValueError:
             break
         good += len(raw)
-    if good < len(data):
+    if good < len(data) and repair:
         with open(path, "r+b") as f:
             f.truncate(good)
         if echo is not None:
@@ -115,6 +117,12 @@ class StudyFolder:
 
     def trial_files(self, trial_id: str) -> Path:
         return self / self.TRIAL_FILES / trial_id
+
+    def repair_logs(self, echo: Callable[[str], None] | None = None) -> None:
+        """Cut off any record a kill left half-written at the end of an append-only log, before this
+        driver appends to them (under the folder's lock, before any thread reads them)."""
+        for name in (self.TRIAL_LOG, self.RUNGS, self.MLFLOW_RUNS):
+            read_lines(self / name, repair=True, echo=echo)
 
     def optuna_url(self) -> str:
         return f"sqlite:///{self / self.OPTUNA_DB}"
@@ -178,10 +186,10 @@ class StudyFolder:
 class TrialLog:
     """trials.jsonl: the ended trials, each once, in the order they ended."""
 
-    def __init__(self, folder: StudyFolder, *, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, folder: StudyFolder) -> None:
         self.path = folder / StudyFolder.TRIAL_LOG
         self._rows: dict[str, dict] = {}
-        for row in read_lines(self.path, echo=echo):
+        for row in read_lines(self.path):  # a half-written last line is left out (StudyFolder.repair_logs)
             self._rows.setdefault(row["trial_id"], row)  # a trial is recorded once; the first line wins
 
     def rows(self) -> list[dict]:

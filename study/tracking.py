@@ -84,6 +84,7 @@ class Tracker:
 
         mlflow.set_tracking_uri(uri)
         self.uri = uri
+        self.experiment_name = experiment
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (

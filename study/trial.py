@@ -119,8 +119,14 @@ def execute_trial(
         iteration = int(state["train"]["iteration"])
         if on_rung is not None and iteration in settings.milestones:
             assert validation is not None, "rungs are scored on validation rays"
-            state["rung"] = rung_objectives(state, validation=validation, scene=scene, render=trial_render(settings),
-                                            precision=settings.precision, device=device)
+            state["rung"] = rung_objectives(
+                state,
+                validation=validation,
+                scene=scene,
+                render=trial_render(settings),
+                precision=settings.precision,
+                device=device,
+            )
         if on_checkpoint is not None:
             on_checkpoint(state)
         if "rung" in state:
@@ -157,8 +163,9 @@ def execute_trial(
 
 
 @torch.inference_mode()
-def rung_objectives(state: dict, *, validation: RaysTable, scene: Scene, render: RenderConfig, precision: str,
-                    device: str) -> dict[str, float]:
+def rung_objectives(
+    state: dict, *, validation: RaysTable, scene: Scene, render: RenderConfig, precision: str, device: str
+) -> dict[str, float]:
     """The objectives of a trial mid-retraining, as the early-stopping scheduler compares them: PSNR of
     the network as it stands on the study's fixed validation rays (not the test views: selection must
     not see them), seconds per 1k retraining steps so far, and size (known from the pruning on)."""
@@ -178,20 +185,43 @@ def rung_objectives(state: dict, *, validation: RaysTable, scene: Scene, render:
         fine.load_state_dict(state["fine_model"])
         fine.to(dev).eval()
     grid = OccupancyGrid.from_state_dict(train["occupancy"]).to(dev) if train.get("occupancy") else None
-    origins, dirs, viewdirs, colors = (to_tensor(a, dev) for a in (validation.origins, validation.directions,
-                                                                    validation.viewdirs, validation.colors))
+    origins, dirs, viewdirs, colors = (
+        to_tensor(a, dev)
+        for a in (validation.origins, validation.directions, validation.viewdirs, validation.colors)
+    )
     background = torch.tensor(scene.background, dtype=torch.float32, device=dev)
     squared = 0.0
     for start in range(0, len(validation), render.chunk_rays):
         part = slice(start, start + render.chunk_rays)
         with autocast(dev, resolve_precision(precision, dev)):
-            out = render_rays(model, origins[part], dirs[part], viewdirs[part], near=scene.near, far=scene.far,
-                              config=render, background=background, perturb=False, fine_model=fine, occupancy=grid)
+            out = render_rays(
+                model,
+                origins[part],
+                dirs[part],
+                viewdirs[part],
+                near=scene.near,
+                far=scene.far,
+                config=render,
+                background=background,
+                perturb=False,
+                fine_model=fine,
+                occupancy=grid,
+            )
         squared += float(((out.rgb.float() - colors[part]) ** 2).sum())
-    size_mb = sum(t.numel() * t.element_size() for part in ("model", "fine_model") if state.get(part)
-                  for t in state[part].values()) / 1e6
-    return {"psnr": mse_to_psnr(squared / (3 * len(validation))),
-            "train_time": 1000 * train["train_seconds"] / train["iteration"], "size_mb": size_mb}
+    size_mb = (
+        sum(
+            t.numel() * t.element_size()
+            for part in ("model", "fine_model")
+            if state.get(part)
+            for t in state[part].values()
+        )
+        / 1e6
+    )
+    return {
+        "psnr": mse_to_psnr(squared / (3 * len(validation))),
+        "train_time": 1000 * train["train_seconds"] / train["iteration"],
+        "size_mb": size_mb,
+    }
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
@@ -311,18 +341,30 @@ def run_trial(
         At a rung its report carries the rung's objectives under the keys the scheduler reads."""
         train = state["train"]
         curve = train["curve"]
-        report = {"psnr": curve[-1]["psnr"] if curve else 0.0,  # every report carries all objectives
-                  "train_time": 1000 * train["train_seconds"] / train["iteration"],
-                  "size_mb": sum(t.numel() * t.element_size() for part in ("model", "fine_model") if state[part]
-                                 for t in state[part].values()) / 1e6,
-                  "partial": 1, "retrain_iteration": train["iteration"], "node_id": node_id}
+        report = {
+            "psnr": curve[-1]["psnr"] if curve else 0.0,  # every report carries all objectives
+            "train_time": 1000 * train["train_seconds"] / train["iteration"],
+            "size_mb": sum(
+                t.numel() * t.element_size()
+                for part in ("model", "fine_model")
+                if state[part]
+                for t in state[part].values()
+            )
+            / 1e6,
+            "partial": 1,
+            "retrain_iteration": train["iteration"],
+            "node_id": node_id,
+        }
         if "rung" in state:
             rung = state["rung"]
-            last_rung.update(rung_iteration=train["iteration"], rung_psnr=rung["psnr"],
-                             rung_train_time=rung["train_time"])
+            last_rung.update(
+                rung_iteration=train["iteration"], rung_psnr=rung["psnr"], rung_train_time=rung["train_time"]
+            )
             report.update(rung, **last_rung, rung_at=train["iteration"])
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save({**state, "trial_config": config, "last_rung": dict(last_rung)}, Path(tmp) / STATE_FILE)
+            torch.save(
+                {**state, "trial_config": config, "last_rung": dict(last_rung)}, Path(tmp) / STATE_FILE
+            )
             # the searcher hears of a trial only when the driver has recorded it, and the driver records
             # only a final report as COMPLETE
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -123,13 +123,24 @@ def test_psnr_is_maximised_and_costs_minimised() -> None:
 
 
 def test_incomparable_trials_are_split_by_crowding() -> None:
-    core = MOASHA(milestones=(10,), eta=2)
+    core = MOASHA(milestones=(10,), eta=2, keep_front=False)  # the plain best-1/eta rule
     # one front (PSNR costs time): its two ends are infinitely crowded, the interior is not
     front = [values(20.0, 5.0), values(22.0, 7.0), values(23.0, 8.0)]
     for i, v in enumerate(front):
         core.record(f"t{i}", 10, v)
     assert not core.decide("middle", 10, values(22.5, 7.5))  # 4 trials, 2 continue: both extremes
     assert core.decide("extreme", 10, values(26.0, 11.0))  # a new extreme
+
+
+def test_a_trial_no_other_at_its_rung_dominates_goes_on_beyond_the_best_1_over_eta() -> None:
+    front = [values(20.0, 5.0), values(22.0, 7.0), values(23.0, 8.0)]  # PSNR costs time: one front
+    plain, keeping = MOASHA(milestones=(10,), eta=2, keep_front=False), MOASHA(milestones=(10,), eta=2)
+    for core in (plain, keeping):
+        for i, v in enumerate(front):
+            core.record(f"t{i}", 10, v)
+    assert not plain.decide("middle", 10, values(22.5, 7.5))  # 4 at the rung, 2 go on: the two ends
+    assert keeping.decide("middle", 10, values(22.5, 7.5))  # but it is on the front: it goes on
+    assert not keeping.decide("dominated", 10, values(21.0, 7.6))  # worse and slower than t1: it stops
 
 
 def test_decisions_are_idempotent() -> None:

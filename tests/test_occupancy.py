@@ -307,6 +307,34 @@ def test_the_grid_refines_from_coarse_to_fine_without_dropping_content(scene, ra
     assert 0.0 < grid.occupied_fraction < 0.02
 
 
+class Everywhere(nn.Module):
+    """Density `value` everywhere: whatever a refresh measures turns occupied."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.full(points.shape[:-1], self.value)
+
+
+def test_refreshes_open_the_neighbours_of_cells_training_sees_and_no_others(scene, rays) -> None:
+    grid = fresh_grid(scene, rays, resolution=16, refresh_fraction=0.0)
+    thr = grid.sigma_threshold
+    values = torch.zeros(grid.shape)
+    values[3, 3, 3] = values[11, 11, 8] = 10 * thr  # two occupied cells far apart
+    grid = OccupancyGrid.from_state_dict({**grid.state_dict(), "values": values.reshape(-1)})
+    seen_cell = grid.cell_ids(grid.cell_centers(torch.tensor([(3 * 16 + 3) * grid.shape[2] + 3])))
+    grid.observe(seen_cell, torch.tensor([0.3]))  # training rendered the first one, never the second
+    assert grid.seen.count_nonzero() == 1
+    grid.refresh(Everywhere(10 * thr), generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    occupied = grid.occupied.reshape(grid.shape)
+    assert int(occupied[2:5, 2:5, 2:5].sum()) == 27  # the seen cell and its 26 neighbours
+    assert int(occupied[10:13, 10:13, 7:10].sum()) == 1  # the hidden cell only
+    assert int(occupied.sum()) == 28
+    assert float(grid.seen.max()) == pytest.approx(0.3 * grid.config.decay)  # visibility fades per refresh
+
+
 def test_with_a_fine_network_the_grid_keeps_either_networks_density(scene, rays) -> None:
     grid = fresh_grid(scene, rays, resolution=32)
     coarse_ball = Ball((0.1, -0.2, 0.3), 0.9, inside=10 * grid.sigma_threshold)
@@ -347,6 +375,7 @@ def test_a_grid_round_trips_through_weights_only_files(scene, rays, tmp_path: Pa
     loaded = OccupancyGrid.from_state_dict(torch.load(tmp_path / "grid.pt", weights_only=True))
     points = torch.rand(1000, 3) * (grid.hi - grid.lo) + grid.lo
     assert torch.equal(loaded.values, grid.values) and torch.equal(loaded.occupied, grid.occupied)
+    assert torch.equal(loaded.seen, grid.seen)
     assert torch.equal(loaded.lookup(points), grid.lookup(points))
     assert (loaded.shape, loaded.cell, loaded.sigma_threshold, loaded.config, loaded.refreshes) == (
         grid.shape,
@@ -387,15 +416,15 @@ def tiny_dense(sampling: str, iterations: int, **occupancy) -> DenseConfig:
 
 def test_training_with_occupancy_reaches_vanilla_psnr_with_fewer_points(scene, tmp_path: Path) -> None:
     vanilla = run_dense(tiny_dense("vanilla", 150), None, scene=scene)
-    # refreshing every 16 steps: 150 steps are too few for the default 32 to carve this scene's box
-    skipping = run_dense(tiny_dense("occupancy", 150, refresh_every=16), tmp_path, scene=scene)
+    skipping = run_dense(tiny_dense("occupancy", 150), tmp_path, scene=scene)
     assert vanilla["sampling"] == "vanilla" and skipping["sampling"] == "occupancy"
     assert vanilla["train_points_per_ray"] == vanilla["eval_points_per_ray"] == 32
-    # measured (seed 0, 1 thread): vanilla 17.04 dB, occupancy 17.93 dB; points per ray 19.4 in training
-    # (the first 20 steps vanilla), 16.6 in evaluation
+    # measured (seed 0): vanilla 17.03 dB, occupancy 17.41 dB; points per ray 21 in evaluation, 28 in
+    # training (the first 20 steps vanilla, and 150 steps leave this model blurry: lego's grid holds
+    # ~5 points per ray after 1000 steps)
     assert skipping["psnr"] > vanilla["psnr"] - 0.5, (skipping["psnr"], vanilla["psnr"])
-    assert skipping["eval_points_per_ray"] < 0.6 * 32 and skipping["train_points_per_ray"] < 0.7 * 32
-    assert skipping["grid_refreshes"] == 9  # built at step 21, refreshed at 33, 49, ..., 145
+    assert skipping["eval_points_per_ray"] < 0.75 * 32 and skipping["train_points_per_ray"] < 0.95 * 32
+    assert skipping["grid_refreshes"] == 5  # built at step 21, refreshed at 33, 65, 97, 129
     grid = load_occupancy(tmp_path)
     assert grid is not None and grid.occupied_fraction == pytest.approx(skipping["occupied_fraction"])
     assert "occupancy" in skipping["config"] and "occupancy" not in vanilla["config"]
@@ -450,6 +479,7 @@ def test_a_resumed_occupancy_run_continues_bit_for_bit(scene, rays, tmp_path: Pa
         assert torch.equal(value, resumed_net.state_dict()[name]), name
     assert unbroken.occupancy is not None and resumed.occupancy is not None
     assert torch.equal(unbroken.occupancy.values, resumed.occupancy.values)
+    assert torch.equal(unbroken.occupancy.seen, resumed.occupancy.seen) and unbroken.occupancy.seen.any()
     assert unbroken.occupancy.refreshes == resumed.occupancy.refreshes == 3  # built at 4, refreshed at 5, 9
     assert unbroken.curve == resumed.curve and unbroken.mlp_points == resumed.mlp_points
     assert unbroken.points_per_ray < 16

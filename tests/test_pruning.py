@@ -38,7 +38,6 @@ from pruning import (
     masks_enforced,
     neuron_scores,
     prune,
-    prune_and_retrain,
     run_prune,
     save_weight_histogram_png,
     shrink,
@@ -526,12 +525,12 @@ METRIC_KEYS = {
 }
 
 
-def test_prune_and_retrain_with_a_fine_network(scene, rays) -> None:
+def test_prune_retrain_evaluate_with_a_fine_network(scene, rays) -> None:
     coarse, fine = model(TINY, seed=0), model(TINY, seed=1)
     originals = [{k: v.clone() for k, v in m.state_dict().items()} for m in (coarse, fine)]
     spec = PruneSpec("coreset", width=16, threshold=0.05)
     steps = []
-    pruned, pruned_fine, metrics = prune_and_retrain(
+    run = prune_retrain_evaluate(
         coarse,
         fine,
         scene,
@@ -543,6 +542,7 @@ def test_prune_and_retrain_with_a_fine_network(scene, rays) -> None:
         seed=0,
         on_step=steps.append,
     )
+    pruned, pruned_fine, metrics = run.model, run.fine_model, run.metrics
     assert metrics.keys() >= METRIC_KEYS
     assert pruned_fine is not None and pruned_fine.config.trunk_widths == (16,) * 8
     assert metrics["params"] == count_parameters(pruned) + count_parameters(pruned_fine)
