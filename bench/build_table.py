@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> Path:
     from nerf.data.loader import load_scene
     from nerf.experiment import machine_info
     from nerf.rays import build_rays_table
+    from study.baseline import dense_trial_time, validation_rays
     from study.dense_cache import load_or_train
     from study.moasha import rung_milestones
     from study.options import StudyOptions
     from study.replay import SCHEMA, with_metadata
-    from study.baseline import dense_trial_time, validation_rays
     from study.runner import dense_config
     from study.spaces import Budget
     from study.trial import TrialSettings

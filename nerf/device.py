@@ -56,8 +56,9 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
 COMPILE_MODES = ("auto", "on", "off")
 
 
-def compiled_for_training(model: torch.nn.Module, device: torch.device, *, mode: str,
-                          sampling: str) -> torch.nn.Module:
+def compiled_for_training(
+    model: torch.nn.Module, device: torch.device, *, mode: str, sampling: str
+) -> torch.nn.Module:
     """The module training calls: `model` itself, or a torch.compile'd view of it sharing its weights.
 
     On a GPU a training step is launch-bound (a 256x256 product over 65k rows takes microseconds, about
@@ -74,11 +75,6 @@ def compiled_for_training(model: torch.nn.Module, device: torch.device, *, mode:
     if sampling == "vanilla" and device.type == "cuda":
         return torch.compile(model, mode="reduce-overhead", dynamic=False)
     return torch.compile(model, dynamic=sampling != "vanilla")
-
-
-def adam_options(device: torch.device) -> dict:
-    """The fused Adam kernel on CUDA: one launch for every parameter instead of several per tensor."""
-    return {"fused": True} if device.type == "cuda" else {}
 
 
 def synchronize(device: torch.device) -> None:

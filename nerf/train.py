@@ -12,7 +12,15 @@ import numpy as np
 import torch
 
 from common.errors import InputError
-from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision, synchronize
+from nerf.device import (
+    COMPILE_MODES,
+    autocast,
+    compiled_for_training,
+    keep_freed_cpu_memory,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+)
 from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable
@@ -41,6 +49,9 @@ class TrainConfig:
     """CPU threads for torch (None: leave torch's default, e.g. what Ray set for a trial)."""
     log_every: int = 25
     """Steps between progress callbacks and loss-curve points."""
+    compile: str = "auto"
+    """auto | on | off: run the training step's MLP through torch.compile (auto: on CUDA only, where a
+    step is launch-bound; on a CPU it was measured slower). A compile that fails falls back to eager."""
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -51,6 +62,8 @@ class TrainConfig:
             raise InputError(f"learning rate must be > 0, got {self.lr}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be a positive integer, got {self.threads}")
+        if self.compile not in COMPILE_MODES:
+            raise InputError(f"unknown compile mode {self.compile!r}; allowed: {', '.join(COMPILE_MODES)}")
 
 
 @dataclass
@@ -120,6 +133,8 @@ class TrainResult:
     """The occupancy grid as it stood after the last step (None: vanilla, or training ended in warm-up)."""
     occupancy_seconds: float = 0.0
     """Wall seconds of this call's grid builds and refreshes (part of train_seconds)."""
+    compiled: bool = False
+    """Whether the steps ran through torch.compile (False: eager, asked for or fallen back to)."""
 
     @property
     def seconds_per_1k(self) -> float:
@@ -206,6 +221,15 @@ def train(
         m.to(device).train()
     params = [p for m in models for p in m.parameters()]
     optimizer = make_optimizer(params, config.lr)
+    # what the steps call: the models themselves or compiled views sharing their weights (grid upkeep,
+    # checkpoints and evaluation use the eager modules)
+    step_model = compiled_for_training(model, device, mode=config.compile, sampling=render.sampling)
+    step_fine = (
+        compiled_for_training(fine_model, device, mode=config.compile, sampling=render.sampling)
+        if fine_model is not None
+        else None
+    )
+    compiled = step_model is not model
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     origins, dirs = to_tensor(rays.origins, device), to_tensor(rays.directions, device)
@@ -244,6 +268,26 @@ def train(
     # the curve's points per ray covers the steps since its previous point, resumed runs included
     logged = result.curve[-1] if result.curve else {"iteration": 0, "mlp_points": 0}
     logged_points, logged_rays = logged.get("mlp_points", 0), logged["iteration"] * config.rays_per_step
+
+    def step_forward(
+        mlp: torch.nn.Module, fine: torch.nn.Module | None, idx: torch.Tensor, grid: OccupancyGrid | None
+    ):
+        with autocast(device, precision):
+            return render_rays(
+                mlp,
+                origins[idx],
+                dirs[idx],
+                viewdirs[idx],
+                near=near,
+                far=far,
+                config=render,
+                background=bg,
+                perturb=True,
+                generator=gen,
+                fine_model=fine,
+                occupancy=grid,
+            )
+
     synchronize(device)
     start = last_log = time.perf_counter()
     paused = 0.0  # seconds spent in on_checkpoint, not training
@@ -277,21 +321,21 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        with autocast(device, precision):
-            out = render_rays(
-                model,
-                origins[idx],
-                dirs[idx],
-                viewdirs[idx],
-                near=near,
-                far=far,
-                config=render,
-                background=bg,
-                perturb=True,
-                generator=gen,
-                fine_model=fine_model,
-                occupancy=grid,
-            )
+        if compiled and it == first:
+            # compilation happens at the first call; where it fails (no compiler, an unsupported op),
+            # training goes on eagerly from the same generator state, as if never compiled
+            before = gen.get_state()
+            try:
+                out = step_forward(step_model, step_fine, idx, grid)
+            except Exception as error:  # any compiler failure means eager
+                warnings.warn(
+                    f"torch.compile failed ({type(error).__name__}: {error}); training eagerly", stacklevel=2
+                )
+                step_model, step_fine, compiled = model, fine_model, False
+                gen.set_state(before)
+                out = step_forward(step_model, step_fine, idx, grid)
+        else:
+            out = step_forward(step_model, step_fine, idx, grid)
         if grid is not None and out.sample_cells is not None:
             grid.observe(out.sample_cells, out.sample_weights)  # type: ignore[arg-type]
         result.mlp_points += out.mlp_points
@@ -354,4 +398,5 @@ def train(
     synchronize(device)
     result.train_seconds = spent_before + time.perf_counter() - start - paused
     result.occupancy = grid
+    result.compiled = compiled
     return result

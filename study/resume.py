@@ -155,10 +155,13 @@ def reconcile(
         study.enqueue_trial(trial.params, user_attrs={"rerun_of": tune_id}, skip_if_exists=False)
         plan.rerun += 1
         if key in partial:
-            plan.resume_points[key] = partial[key][1]
             echo(
                 f"resume: trial {tune_id} was cut at retraining step {partial[key][0]}; it reruns from there"
             )
         else:
             echo(f"resume: trial {tune_id} was cut before its first checkpoint; it reruns from the start")
+    # Every unrecorded configuration with a mid-run checkpoint continues from its latest one, whichever
+    # driver queued its rerun: a rerun queued by an earlier resume that was itself killed before the
+    # rerun started is no longer RUNNING in Optuna, but its checkpoint still counts.
+    plan.resume_points.update({key: uri for key, (_, uri) in partial.items() if key not in recorded_keys})
     return plan

@@ -84,7 +84,6 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
     """A real `study launch --space full` (its default scheduler is moasha) on the built-in scene, killed
     right after its fourth record and resumed."""
     import json
-    import os
     import signal
     import subprocess
     import sys
@@ -99,17 +98,52 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "s"
     mark = uuid.uuid4().hex
-    args = [sys.executable, "-m", "study.cli", "launch", "--space", "full", "--downscale", "4", "--trials", "8",
-            "--dense-iters", "30", "--retrain-iters", "27", "--rays-per-step", "32", "--samples", "8",
-            "--eval-views", "1", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "launch",
+        "--space",
+        "full",
+        "--downscale",
+        "4",
+        "--trials",
+        "8",
+        "--dense-iters",
+        "30",
+        "--retrain-iters",
+        "27",
+        "--rays-per-step",
+        "32",
+        "--samples",
+        "8",
+        "--eval-views",
+        "1",
+        "--out",
+        str(out),
+    ]
     try:
-        first = subprocess.run(args, capture_output=True, text=True, cwd=root, timeout=600, start_new_session=True,
-                               env=driver_env(tmp_path, mark, NERF_STUDY_KILL_AT="trial_recorded:4"))
+        first = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=600,
+            start_new_session=True,
+            env=driver_env(tmp_path, mark, NERF_STUDY_KILL_AT="trial_recorded:4"),
+        )
         assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
         before = {r["trial_id"]: r for r in read_lines(out / "trials.jsonl")}
         decided_before = read_lines(out / "rungs.jsonl")
-        second = subprocess.run([*args, "--resume"], capture_output=True, text=True, cwd=root, timeout=600,
-                                start_new_session=True, env=driver_env(tmp_path, mark))
+        second = subprocess.run(
+            [*args, "--resume"],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=600,
+            start_new_session=True,
+            env=driver_env(tmp_path, mark),
+        )
         assert second.returncode == 0, second.stderr[-3000:]
     finally:
         kill_leftovers(mark)
@@ -133,9 +167,11 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
     study = optuna.load_study(study_name="s", storage=folder.optuna_url())
     measured = [t for t in study.trials if "repeat_of" not in t.user_attrs]
     assert sorted(t.user_attrs["tune_trial_id"] for t in measured if t.state.name == "COMPLETE") == sorted(
-        r["trial_id"] for r in complete)  # Optuna's COMPLETE trials are exactly the full-budget ones
+        r["trial_id"] for r in complete
+    )  # Optuna's COMPLETE trials are exactly the full-budget ones
     assert sorted(t.user_attrs["tune_trial_id"] for t in measured if t.state.name == "PRUNED") == sorted(
-        r["trial_id"] for r in stopped)
+        r["trial_id"] for r in stopped
+    )
     client = MlflowClient(folder.tracking_uri(summary))
     for r in stopped:
         run = client.get_run(r["mlflow_run_id"])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InputError
 from nerf.checkpoint import load_checkpoint, save_checkpoint
 from nerf.evaluate import EvalConfig, evaluate, psnr, ssim
 from nerf.experiment import DataConfig, DenseConfig, run_dense
@@ -152,3 +153,64 @@ def test_evaluation_scores_a_stated_subset_by_default(tiny_scene):
         precision="fp32",
     )
     assert everything.view_indices == list(range(len(tiny_scene.test)))
+
+
+def short_run(rays, scene, *, compile: str, seed: int = 3) -> tuple[dict, object]:
+    torch.manual_seed(seed)
+    model = NeRFMLP(narrow(32))
+    result = train(
+        model,
+        rays,
+        near=scene.near,
+        far=scene.far,
+        background=scene.background,
+        render=RenderConfig(n_samples=8),
+        config=TrainConfig(
+            iterations=4,
+            rays_per_step=32,
+            seed=seed,
+            precision="fp32",
+            device="cpu",
+            log_every=1,
+            compile=compile,
+        ),
+    )
+    return model.state_dict(), result
+
+
+def test_compiled_training_matches_eager(tiny_scene):
+    """compile=on runs the steps through torch.compile (what 'auto' does on CUDA) and trains the very
+    same model as eager, to float rounding."""
+    rays = build_rays_table(tiny_scene)
+    eager_state, eager = short_run(rays, tiny_scene, compile="off")
+    compiled_state, compiled = short_run(rays, tiny_scene, compile="on")
+    assert compiled.compiled and not eager.compiled
+    for key in eager_state:
+        torch.testing.assert_close(compiled_state[key], eager_state[key], rtol=1e-4, atol=1e-5)
+    assert [p["iteration"] for p in compiled.curve] == [1, 2, 3, 4]
+
+
+def test_a_compile_that_fails_falls_back_to_eager_exactly(tiny_scene, monkeypatch):
+    import nerf.train
+
+    class Broken(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("inductor: no C++ compiler")
+
+    monkeypatch.setattr(nerf.train, "compiled_for_training", lambda model, *a, **k: Broken(model))
+    rays = build_rays_table(tiny_scene)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        fallback_state, fallback = short_run(rays, tiny_scene, compile="on")
+    monkeypatch.undo()
+    eager_state, eager = short_run(rays, tiny_scene, compile="off")
+    assert not fallback.compiled and fallback.curve == eager.curve  # the same rays and jitter: no step lost
+    assert all(torch.equal(fallback_state[k], eager_state[k]) for k in eager_state)
+
+
+def test_unknown_compile_mode_is_refused():
+    with pytest.raises(InputError, match="unknown compile mode 'fast'"):
+        TrainConfig(compile="fast")
