@@ -3,6 +3,10 @@
 A step is exactly what `nerf.train.train` does per iteration: draw rays, render them (stratified samples,
 encoding, MLP, compositing), backward, Adam. Widths are timed in one process, one after another, so the
 ratios between them share the machine's state.
+
+Why one module of ~400 lines: `study bench` is one measurement (step times, matmul peak, the
+precision verdict, time to a PSNR, its table), and its numbers are only comparable when taken in one
+process by one piece of code; each function is short.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """`study`: the command line. Thin: parses options into configs and calls the library.
 
 Bad input exits with code 2 and one line on stderr, never a traceback.
+
+Why one module of ~670 lines: it is the option lists and help of every command (the `launch` and
+`paper` ones generated from `StudyOptions`); each command is a short function that builds a config
+and calls one library function, so the length is declarations, not logic.
 """
 
 from __future__ import annotations

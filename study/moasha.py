@@ -16,6 +16,9 @@ the front); the adapter only returns STOP, and the driver's searcher reports tho
 
 `MOASHA` is the pure-Python core (also driven by `study.replay` in simulated time); `MOASHAScheduler` is
 the Ray Tune adapter.
+
+Why one module of ~380 lines: the pure rule (`MOASHA`, tested without Ray and replayed by
+`replay`) and its Ray Tune shell with the durable decision log (`rungs.jsonl`) change together.
 """
 
 from __future__ import annotations

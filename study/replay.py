@@ -32,6 +32,10 @@ Proposals the table lacks and repeats are resolved without running anything:
 - a proposal of a row this replay already started is a duplicate: the real study would not measure it
   twice, so it costs nothing and the searcher is told `on_trial_complete(trial_id, None)` (PRUNED in
   Optuna: it adds no point; the original trial carries the information).
+
+Why one module of ~590 lines: the simulator is one event loop (workers in simulated time, the
+searcher, the scheduler, table lookups) whose parts must agree on the clock; the table's schema and
+the report of a replay live beside it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ launch: validate the options (`options`) -> lock the folder (`store`) -> run_loc
   trial settings and the reference point (`baseline`) -> MLflow (`tracking`) -> the searcher
   (`search`), the recorder (`recorder`), what a dead driver left (`resume`) -> Tune runs the trials
   (`trial.run_trial`, `moasha`) -> the outputs (`results`, the registry) -> a `StudyResult`.
+
+Why one module of ~550 lines: it is the list of phases above, each a short function; splitting it
+would scatter the order of the phases, which is the thing this module exists to show.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ in step from a background thread (`RecordSync`), so that a slow or absent tracki
 the trials: a record it cannot write stays waiting on disk (a trial in the log without a line in
 `mlflow_runs.jsonl`) and is written when the server answers, at the latest by `study report`.
 Recording is idempotent by trial id, so a record cut off by a kill is redone, never duplicated.
+
+Why one module of ~430 lines: the study's three uses of MLflow (records, loadable models, the
+registry of the front) and the background sync share one client and one idempotence rule.
 """
 
 from __future__ import annotations

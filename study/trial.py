@@ -5,6 +5,9 @@ on machines without Ray); `run_trial` is the Ray Tune trainable around it, which
 checkpoints and retries. Scene, rays and dense weights arrive through Ray's object store as numpy
 arrays (zero-copy, read-only). Nothing here touches MLflow: the driver records the trial from its
 checkpoint folder (one writer, no store races, workers need not reach the tracking server).
+
+Why one module of ~410 lines: the trial's work, the files its final checkpoint holds, and their
+verification are one contract between a trial and the driver that records it.
 """
 
 from __future__ import annotations
