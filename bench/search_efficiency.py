@@ -35,7 +35,7 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 DEFAULT_TABLE = ROOT / "bench" / "tables" / "lego50.parquet"
 
 
-def replay(table, setup: str, seed: int, *, workers: int, budget_fraction: float):
+def replay(table, setup: str, seed: int, *, workers: int, budget_fraction: float, keep_front: bool = True):
     sampler = make_sampler("random" if setup == "random" else setup.removesuffix("_moasha"), seed)
     searcher = StudySearcher(
         define=table_space(table),
@@ -47,7 +47,7 @@ def replay(table, setup: str, seed: int, *, workers: int, budget_fraction: float
     if setup.endswith("_moasha"):
         eta = bench_metadata(table)["eta"]
         milestones = tuple(table.column("rung_iterations")[0].as_py())
-        core = MOASHA(milestones=milestones, eta=eta)
+        core = MOASHA(milestones=milestones, eta=eta, keep_front=keep_front)
     grid_compute = sum(table.column("seconds").to_pylist())
     return simulate(
         table,
@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
+    p.add_argument(
+        "--strict-halving",
+        action="store_true",
+        help="MOASHA without its keep-front rule: only the best 1/eta at a rung go on (Syne Tune's rule)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -78,13 +83,21 @@ def main(argv: list[str] | None = None) -> dict:
         "configurations": table.num_rows,
         "seeds": args.seeds,
         "workers": args.workers,
+        "keep_front": not args.strict_halving,
         "bench": bench_metadata(table),
     }
     for setup in args.setups:
         fractions: dict[float, list[float]] = {f: [] for f in FRACTIONS}
         trials, stopped = [], []
         for seed in range(args.seeds):
-            result = replay(table, setup, seed, workers=args.workers, budget_fraction=max(FRACTIONS))
+            result = replay(
+                table,
+                setup,
+                seed,
+                workers=args.workers,
+                budget_fraction=max(FRACTIONS),
+                keep_front=not args.strict_halving,
+            )
             out["grid_hypervolume"], out["grid_compute"] = result.grid_hypervolume, result.grid_compute
             for f in FRACTIONS:
                 fractions[f].append(hv_at(result, f * result.grid_compute) / result.grid_hypervolume)

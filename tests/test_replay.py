@@ -3,7 +3,6 @@ how many trials a budget buys, the hypervolume trace, determinism and speed."""
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -186,10 +185,7 @@ def test_proposals_the_grid_lacks_snap_to_the_nearest_row_of_their_strategy() ->
 
 
 def test_random_replay_traces_a_non_decreasing_hypervolume(table: Any) -> None:
-    start = time.perf_counter()
     result = replay(table, random, moasha=False, budget=0.4 * grid_compute(table))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"a random replay took {elapsed:.2f} s"
     assert result.compute[-1] == pytest.approx(0.4 * grid_compute(table))
     assert np.all(np.diff(result.compute) >= 0) and np.all(np.diff(result.hypervolume) >= 0)
     assert result.stopped == 0 and result.complete > 20
@@ -249,22 +245,12 @@ def test_the_whole_grid_bounds_every_replay(table: Any, seed: int) -> None:
         assert max(result.hypervolume) <= result.grid_hypervolume
 
 
-def test_tpe_replay_is_fast_enough(table: Any) -> None:
-    start = time.perf_counter()
-    result = replay(table, tpe, moasha=False, budget=0.4 * grid_compute(table))
-    elapsed = time.perf_counter() - start
-    assert result.complete > 20
-    assert elapsed < 8.0, f"a TPE replay took {elapsed:.2f} s"  # about 2 s alone on the 2-core machine
-
-
 @pytest.mark.parametrize(("name", "sampler"), [("random", random), ("tpe", tpe)], ids=["random", "tpe"])
 def test_replays_are_deterministic_for_a_seed(
     table: Any, early_stopped: dict[str, ReplayResult], name: str, sampler: Callable[[int], Any]
 ) -> None:
     budget = BUDGET_WITH_MOASHA * grid_compute(table)
-    start = time.perf_counter()
     again = replay(table, sampler, moasha=True, budget=budget, seed=5, duration_jitter=0.2)
-    assert time.perf_counter() - start < (1.0 if name == "random" else 8.0)
     assert again == early_stopped[name]
     if name == "random":  # another seed: other proposals and other durations
         assert replay(table, sampler, moasha=True, budget=budget, seed=6, duration_jitter=0.2) != again

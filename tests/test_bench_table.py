@@ -1,0 +1,76 @@
+"""The tabular benchmark kept in the repository (bench/tables/lego50.parquet, made by
+bench/build_table.py on lego at 50 px): it is well-formed, and short studies replayed on it exercise the
+project's own searcher, repeat guard and MOASHA in seconds (the full comparison is
+bench/search_efficiency.py, run by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from study.replay import bench_metadata, load_table
+from study.spaces import STRATEGIES
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "bench" / "tables" / "lego50.parquet"
+
+
+def search_efficiency():
+    spec = importlib.util.spec_from_file_location(
+        "search_efficiency", ROOT / "bench" / "search_efficiency.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_table(TABLE)
+
+
+def test_the_table_covers_the_full_space_and_says_how_it_was_made(table) -> None:
+    rows = table.to_pylist()
+    assert len(rows) >= 100 and len({r["key"] for r in rows}) == len(rows)
+    assert {r["strategy"] for r in rows} == set(STRATEGIES)
+    meta = bench_metadata(table)
+    assert "bench/build_table.py" in meta["command"] and meta["machine"]["cpu_model"]
+    assert meta["dense"]["psnr"] > 20  # a real lego model, not a synthetic table
+    for r in rows:
+        assert (
+            r["rung_iterations"] == sorted(r["rung_iterations"])
+            and r["rung_iterations"][-1] < r["retrain_iters"]
+        )
+        assert len(r["rung_psnr"]) == len(r["rung_train_time"]) == len(r["rung_iterations"])
+
+
+@pytest.fixture(scope="module")
+def replays(table):
+    module = search_efficiency()
+    return {
+        setup: module.replay(table, setup, seed=0, workers=2, budget_fraction=0.3)
+        for setup in ("random", "tpe_moasha")
+    }
+
+
+def test_moasha_stops_trials_at_rungs_and_keeps_them_off_the_front(replays) -> None:
+    result = replays["tpe_moasha"]
+    stopped = {t.key for t in result.trials if t.status == "stopped"}
+    complete = {t.key for t in result.trials if t.status == "complete"}
+    assert stopped and complete
+    assert set(result.front) <= complete
+    assert replays["random"].stopped == 0
+
+
+def test_no_configuration_is_run_twice(replays) -> None:
+    for result in replays.values():
+        keys = [t.key for t in result.trials]
+        assert len(keys) == len(set(keys))
+
+
+def test_a_replayed_study_finds_most_of_the_grids_front(replays) -> None:
+    """Seed 0 at 30% of the grid's compute; the 10-seed medians are in the README."""
+    for result in replays.values():
+        assert 0.5 < result.hypervolume[-1] / result.grid_hypervolume <= 1.0
