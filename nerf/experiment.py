@@ -121,6 +121,17 @@ def model_metrics(model: NeRFMLP, fine_model: NeRFMLP | None = None) -> dict:
     }
 
 
+def precision_choice(precision: str, device: str) -> dict | None:
+    """What `auto` measured on this device (both timings and the pick), for metrics.json; None when the
+    precision was given."""
+    if precision != "auto":
+        return None
+    from nerf.device import resolve_device
+    from nerf.precision import precision_report
+
+    return precision_report(resolve_device(device))
+
+
 def run_metrics(train_result: TrainResult, eval_result: EvalResult) -> dict:
     grid = train_result.occupancy
     return {
@@ -215,6 +226,7 @@ def run_dense(
         "resolution": [scene.height, scene.width],
         **run_metrics(train_result, eval_result),
         **model_metrics(model, fine),
+        "precision_choice": precision_choice(config.train.precision, config.train.device),
         "curve": train_result.curve,
         "config": config.to_dict(),
         "machine": machine_info(),

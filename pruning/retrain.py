@@ -18,7 +18,7 @@ from common.errors import InputError
 from nerf.checkpoint import load_checkpoint, load_occupancy
 from nerf.data.scene import Scene
 from nerf.evaluate import EvalConfig, EvalResult, evaluate
-from nerf.experiment import DataConfig, machine_info, model_metrics, run_metrics, write_run
+from nerf.experiment import DataConfig, machine_info, model_metrics, precision_choice, run_metrics, write_run
 from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
@@ -157,6 +157,7 @@ def prune_retrain_evaluate(
         "resolution": [scene.height, scene.width],
         **run_metrics(train_result, after),
         **model_metrics(coarse, fine),
+        "precision_choice": precision_choice(retrain.precision, retrain.device),
         "sparse_size_mb": sum(sparse_size_bytes(m) for m in models) / 1e6,
         "strategy": spec.strategy,
         "width": spec.width,

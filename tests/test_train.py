@@ -228,3 +228,14 @@ def test_importing_nerf_flushes_denormals_in_every_torch_thread():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"  # without it: 4000000 (no thread flushes); set too late: 2000000
+
+
+def test_metrics_record_what_auto_precision_measured(tiny_scene):
+    metrics = run_dense(tiny_config(5, precision="auto", width=32), None, scene=tiny_scene)
+    choice = metrics["precision_choice"]
+    assert choice["auto"] == metrics["precision"] == min(choice["seconds"], key=choice["seconds"].get)
+    assert {"fp32", "bf16"} <= set(choice["seconds"]) and all(v > 0 for v in choice["seconds"].values())
+    assert (
+        run_dense(tiny_config(5, precision="fp32", width=32), None, scene=tiny_scene)["precision_choice"]
+        is None
+    )
