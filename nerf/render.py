@@ -138,26 +138,93 @@ class Packed:
     """(P,) their grid cells (`OccupancyGrid.cell_ids`)."""
 
 
-def run_mlp(
-    model: NeRFMLP, points: torch.Tensor, viewdirs: torch.Tensor, occupancy: OccupancyGrid | None
-) -> tuple[torch.Tensor, Packed | None]:
-    """Raw outputs (R, S, 4) at points (R, S, 3) and, with a grid, which samples went through the MLP.
-
-    With a grid, only samples in occupied cells are gathered ("packed", each with its ray's view
-    direction) and run; skipped samples get raw 0, i.e. density relu(0) = 0, so they weigh nothing.
-    Scattering back into the (R, S) layout and reusing `composite` keeps compositing identical to vanilla
-    (same t, same deltas, the open-ended last interval, the same cumsum order) instead of a second,
-    segment-sum implementation that would only match it to rounding; the scatter and composite cost
-    O(R x S) elementwise work, a few hundred microseconds per step against milliseconds of MLP.
-    """
-    if occupancy is None:
-        return model(points, viewdirs), None
-    n_rays, n_samples = points.shape[:2]
+def pack(points: torch.Tensor, occupancy: OccupancyGrid) -> Packed:
+    """The samples of points (R, S, 3) that lie in occupied cells."""
     cells = occupancy.cell_ids(points).reshape(-1)
     keep = torch.nonzero(occupancy.occupied_cells(cells)).squeeze(-1)  # the one host sync of packing
-    packed = model(points.reshape(-1, 3)[keep], viewdirs[keep // n_samples])
-    raw = packed.new_zeros(n_rays * n_samples, packed.shape[-1]).index_copy(0, keep, packed)
-    return raw.reshape(n_rays, n_samples, -1), Packed(keep=keep, cells=cells[keep])
+    return Packed(keep=keep, cells=cells[keep])
+
+
+def composite_packed(
+    raw: torch.Tensor,
+    t: torch.Tensor,
+    dirs: torch.Tensor,
+    background: torch.Tensor,
+    packed: Packed,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`composite` over the packed samples only: raw (P, 4) at samples packed.keep of the (R, S) batch
+    whose ray parameters are t (R, S); every other sample has zero density.
+
+    Returns rgb (R, 3), the packed samples' weights (P,), opacity (R,) and depth (R,): the same values as
+    `composite` of the (R, S) batch with zeros at the skipped samples (to float rounding), from segment
+    sums over each ray's packed samples. A sample keeps vanilla's interval, up to the next stratified
+    sample whether or not that one was packed, so skipping changes nothing but the skipped densities.
+    Work and memory are O(P) instead of O(R x S): on a 2-core Xeon (lego 100 px, a settled grid, 4.5
+    points per ray of 64) a training step went from 16.8 to 15.1 ms at width 64 and from 51.9 to 48.7 ms
+    at width 256 (medians, the two versions interleaved), against scattering into (R, S) and compositing
+    there.
+    """
+    n_rays, n_samples = t.shape
+    ray = packed.keep // n_samples
+    delta = torch.cat((t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)), dim=-1)
+    delta = delta.reshape(-1)[packed.keep] * dirs.norm(dim=-1)[ray]
+    raw = raw.float()
+    optical_depth = F.relu(raw[:, 3]) * delta
+    # Exclusive cumulative optical depth within each ray: one cumulative sum over all packed samples minus
+    # its value at the ray's first sample. In float64, so that the rays before add no rounding worth
+    # speaking of, and with each ray's last sample left out of it: its open-ended interval (1e10) would
+    # swamp every later ray's sums, and no later sample of its own ray needs it.
+    first = torch.ones_like(ray, dtype=torch.bool)
+    first[1:] = ray[1:] != ray[:-1]
+    last = torch.ones_like(first)
+    last[:-1] = first[1:]
+    summed = torch.where(last, torch.zeros_like(optical_depth), optical_depth).double()
+    before = torch.cumsum(summed, 0) - summed  # sum over all earlier packed samples
+    positions = torch.arange(ray.numel(), device=ray.device)
+    start = torch.cummax(torch.where(first, positions, torch.zeros_like(positions)), 0).values
+    transmittance = torch.exp(-(before - before[start]).float())
+    weights = transmittance * (1.0 - torch.exp(-optical_depth))
+    rgb = torch.sigmoid(raw[:, :3])
+    acc = weights.new_zeros(n_rays).index_add(0, ray, weights)
+    rgb_map = weights.new_zeros(n_rays, 3).index_add(0, ray, weights[:, None] * rgb)
+    rgb_map = rgb_map + (1.0 - acc[:, None]) * background
+    depth = weights.new_zeros(n_rays).index_add(0, ray, weights * t.reshape(-1)[packed.keep])
+    return rgb_map, weights, acc, depth
+
+
+def march(
+    model: NeRFMLP,
+    points: torch.Tensor,
+    t: torch.Tensor,
+    dirs: torch.Tensor,
+    viewdirs: torch.Tensor,
+    background: torch.Tensor,
+    occupancy: OccupancyGrid | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Packed | None]:
+    """Run the MLP at points (R, S, 3) of parameters t (R, S) and composite: rgb (R, 3), weights (R, S),
+    opacity (R,), depth (R,) and, with a grid, which samples went through the MLP.
+
+    With a grid only samples in occupied cells are gathered ("packed", each with its ray's view
+    direction), run and composited (`composite_packed`); skipped samples weigh nothing, as if their
+    density were 0. Weights come back in the (R, S) layout (zeros where skipped) only when asked for by
+    a fine pass (`dense_weights`); otherwise the packed weights are returned (P,).
+    """
+    if occupancy is None:
+        raw = model(points, viewdirs)
+        rgb, weights, acc, depth = composite(raw, t, dirs, background)
+        return rgb, weights, acc, depth, None
+    packed = pack(points, occupancy)
+    n_samples = points.shape[1]
+    raw = model(points.reshape(-1, 3)[packed.keep], viewdirs[packed.keep // n_samples])
+    rgb, weights, acc, depth = composite_packed(raw, t, dirs, background, packed)
+    return rgb, weights, acc, depth, packed
+
+
+def dense_weights(weights: torch.Tensor, packed: Packed | None, shape: torch.Size) -> torch.Tensor:
+    """Weights in the (R, S) layout: `march`'s as they are without a grid, scattered with one."""
+    if packed is None:
+        return weights
+    return weights.new_zeros(shape.numel()).index_copy(0, packed.keep, weights).reshape(shape)
 
 
 def points_run(packed: Packed | None, points: torch.Tensor) -> int:
@@ -182,9 +249,9 @@ def render_rays(
     """Render a batch of rays (R, 3 each) with the coarse network and, if given, the fine network.
 
     With an occupancy grid the same stratified (and fine) samples are drawn, but only those in occupied
-    cells go through the networks (`run_mlp`); where every sample's cell is occupied the result is
-    vanilla's. The grid is used whenever given, whatever `config.sampling` says (that setting decides
-    whether training keeps a grid at all).
+    cells go through the networks and are composited (`march`); where every sample's cell is occupied
+    the result is vanilla's (to float rounding). The grid is used whenever given, whatever
+    `config.sampling` says (that setting decides whether training keeps a grid at all).
     """
     t = stratified_samples(
         near,
@@ -196,11 +263,10 @@ def render_rays(
         device=origins.device,
     )
     points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-    raw, packed = run_mlp(model, points, viewdirs, occupancy)
-    rgb, weights, acc, depth = composite(raw, t, dirs, background)
+    rgb, weights, acc, depth, packed = march(model, points, t, dirs, viewdirs, background, occupancy)
     mlp_points = points_run(packed, points)
     sample_cells = packed.cells if packed is not None else None
-    sample_weights = weights.detach().reshape(-1)[packed.keep] if packed is not None else None
+    sample_weights = weights.detach() if packed is not None else None
     if fine_model is None or config.n_importance == 0:
         return RenderOutput(
             rgb=rgb,
@@ -210,14 +276,16 @@ def render_rays(
             sample_cells=sample_cells,
             sample_weights=sample_weights,
         )
+    weights = dense_weights(weights, packed, t.shape)
     mids = 0.5 * (t[:, 1:] + t[:, :-1])
     t_fine = sample_pdf(
         mids, weights[:, 1:-1].detach(), config.n_importance, deterministic=not perturb, generator=generator
     )
     t_all, _ = torch.sort(torch.cat((t, t_fine.detach()), -1), -1)
     points = origins[:, None, :] + t_all[..., None] * dirs[:, None, :]
-    raw_fine, packed_fine = run_mlp(fine_model, points, viewdirs, occupancy)
-    rgb_f, _, acc_f, depth_f = composite(raw_fine, t_all, dirs, background)
+    rgb_f, _, acc_f, depth_f, packed_fine = march(
+        fine_model, points, t_all, dirs, viewdirs, background, occupancy
+    )
     return RenderOutput(
         rgb=rgb_f,
         acc=acc_f,

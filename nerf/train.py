@@ -202,8 +202,8 @@ def train(
     given grid, the first occupancy_config.warmup_iters steps are vanilla, then a grid is built over the
     training rays (`OccupancyGrid.covering`) from the model; a given grid (e.g. the dense model's, for a
     pruned one) is used from step 1 with the config it was built with and is not modified (training
-    refreshes a copy). Either way the grid is refreshed from the model every refresh_every steps; the
-    refreshes count as training time. The result carries the final grid.
+    refreshes a copy). Either way the grid is refreshed from the model every `grid.refresh_every` steps
+    (more often while it is coarse); the refreshes count as training time. The result carries the final grid.
     """
     if occupancy is not None and render.sampling != "occupancy":
         raise InputError(
@@ -296,7 +296,7 @@ def train(
             # Upkeep at the start of a step, from the model after the previous one, so that a state saved
             # after step k holds every update up to k and a resumed run repeats the schedule exactly.
             build = grid is None and it > grid_config.warmup_iters
-            if build or (grid is not None and it > 1 and (it - 1) % grid_config.refresh_every == 0):
+            if build or (grid is not None and it > 1 and (it - 1) % grid.refresh_every == 0):
                 synchronize(device)  # only every refresh_every steps: times the upkeep, not the step before
                 upkeep = time.perf_counter()
                 if grid is None:

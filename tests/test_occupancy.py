@@ -286,6 +286,16 @@ def test_cells_that_emptied_fade_by_the_decay_and_new_content_is_found(scene, ra
     assert bool(found.all())
 
 
+def test_a_coarse_grid_is_refreshed_more_often_than_a_fine_one(scene, rays) -> None:
+    config = OccupancyConfig(resolution=32, coarse_resolution=8, refresh_every=32, coarse_refresh_every=4)
+    grid = OccupancyGrid.covering(rays, near=scene.near, far=scene.far, n_samples=16, config=config)
+    assert grid.resolution == 8 and grid.refresh_every == 4
+    grid.subdivide()
+    assert grid.resolution == 16 and grid.refresh_every == 4
+    grid.subdivide()
+    assert grid.resolution == 32 and grid.refresh_every == 32
+
+
 def test_the_grid_refines_from_coarse_to_fine_without_dropping_content(scene, rays) -> None:
     grid = fresh_grid(scene, rays, resolution=32, coarse_resolution=8, refresh_fraction=0.25)
     thr, gen = grid.sigma_threshold, torch.Generator().manual_seed(2)
@@ -424,7 +434,9 @@ def test_training_with_occupancy_reaches_vanilla_psnr_with_fewer_points(scene, t
     # ~5 points per ray after 1000 steps)
     assert skipping["psnr"] > vanilla["psnr"] - 0.5, (skipping["psnr"], vanilla["psnr"])
     assert skipping["eval_points_per_ray"] < 0.75 * 32 and skipping["train_points_per_ray"] < 0.95 * 32
-    assert skipping["grid_refreshes"] == 5  # built at step 21, refreshed at 33, 65, 97, 129
+    # built at step 21, refreshed every 8 steps while coarser than 64^3 (coarse_refresh_every), then
+    # every 32: 5 refreshes in all if the grid were refreshed every 32 steps throughout
+    assert skipping["grid_refreshes"] == 15
     grid = load_occupancy(tmp_path)
     assert grid is not None and grid.occupied_fraction == pytest.approx(skipping["occupied_fraction"])
     assert "occupancy" in skipping["config"] and "occupancy" not in vanilla["config"]
