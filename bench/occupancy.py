@@ -41,6 +41,7 @@ from nerf.model import ModelConfig, NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import build_rays_table
 from nerf.render import RenderConfig
+from nerf.silhouettes import Silhouettes
 from nerf.train import TrainConfig, TrainState, train
 from pruning import PruneSpec, prune
 
@@ -87,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--decay", type=float, default=d.decay)
     p.add_argument("--points-per-cell", type=int, default=d.points_per_cell)
     p.add_argument("--refresh-fraction", type=float, default=d.refresh_fraction)
+    p.add_argument(
+        "--no-carve",
+        action="store_true",
+        help="occupancy without the silhouettes' carving (the grid starts from the model after the warm-up)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write every number here")
     p.add_argument(
         "--merge",
@@ -112,6 +118,7 @@ def occupancy_config(args: argparse.Namespace) -> OccupancyConfig:
         decay=args.decay,
         points_per_cell=args.points_per_cell,
         refresh_fraction=args.refresh_fraction,
+        carve=not args.no_carve,
     )
 
 
@@ -177,6 +184,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> tuple[dict, NeRFMLP, Occupa
         checkpoint_every=args.eval_every,
         on_checkpoint=on_checkpoint,
         occupancy_config=occupancy_config(args),
+        silhouettes=Silhouettes.of(scene) if mode == "occupancy" and not args.no_carve else None,
     )
     score(args.steps, result.train_seconds, result.occupancy)
     reached = next((e for e in evals if e["psnr"] >= args.target), None)

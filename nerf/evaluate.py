@@ -71,6 +71,46 @@ def ssim(pred: np.ndarray, target: np.ndarray, *, window: int = 11, sigma: float
 
 
 @torch.inference_mode()
+def render_in_chunks(
+    model: NeRFMLP,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    viewdirs: torch.Tensor,
+    *,
+    near: float,
+    far: float,
+    background: torch.Tensor,
+    render: RenderConfig,
+    device: torch.device,
+    precision: str,
+    fine_model: NeRFMLP | None = None,
+    occupancy: OccupancyGrid | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Render rays (N, 3 each, on `device`) deterministically (no jitter), render.chunk_rays at a time,
+    in the autocast of a resolved `precision`: colours (N, 3) float32 in [0, 1] on the CPU, and the
+    sample points that reached the MLPs."""
+    chunks, mlp_points = [], 0
+    for s in range(0, origins.shape[0], render.chunk_rays):
+        sl = slice(s, s + render.chunk_rays)
+        with autocast(device, precision):  # type: ignore[arg-type]
+            out = render_rays(
+                model,
+                origins[sl],
+                dirs[sl],
+                viewdirs[sl],
+                near=near,
+                far=far,
+                config=render,
+                background=background,
+                perturb=False,
+                fine_model=fine_model,
+                occupancy=occupancy,
+            )
+        chunks.append(out.rgb.float().clamp(0, 1).cpu())
+        mlp_points += out.mlp_points
+    return torch.cat(chunks), mlp_points
+
+
 def render_view(
     model: NeRFMLP,
     scene: Scene,
@@ -86,30 +126,23 @@ def render_view(
     """Render one camera of the scene: (H, W, 3) float32, deterministic (no jitter). With a grid only
     samples in occupied cells reach the MLP; `points`, if given, receives how many did."""
     origins, dirs, viewdirs = (to_tensor(a, device) for a in view_rays(scene, pose))
-    bg = torch.tensor(scene.background, dtype=torch.float32, device=device)
-    grid = occupancy.to(device) if occupancy is not None else None
-    chunks, mlp_points = [], 0
-    for s in range(0, origins.shape[0], render.chunk_rays):
-        sl = slice(s, s + render.chunk_rays)
-        with autocast(device, precision):  # type: ignore[arg-type]
-            out = render_rays(
-                model,
-                origins[sl],
-                dirs[sl],
-                viewdirs[sl],
-                near=scene.near,
-                far=scene.far,
-                config=render,
-                background=bg,
-                perturb=False,
-                fine_model=fine_model,
-                occupancy=grid,
-            )
-        chunks.append(out.rgb.float().clamp(0, 1).cpu())
-        mlp_points += out.mlp_points
+    rgb, mlp_points = render_in_chunks(
+        model,
+        origins,
+        dirs,
+        viewdirs,
+        near=scene.near,
+        far=scene.far,
+        background=torch.tensor(scene.background, dtype=torch.float32, device=device),
+        render=render,
+        device=device,
+        precision=precision,
+        fine_model=fine_model,
+        occupancy=occupancy.to(device) if occupancy is not None else None,
+    )
     if points is not None:
         points.append(mlp_points)
-    return torch.cat(chunks).reshape(scene.height, scene.width, 3).numpy()
+    return rgb.reshape(scene.height, scene.width, 3).numpy()
 
 
 def evaluate(

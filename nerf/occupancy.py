@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from common.errors import InputError
 from nerf.model import NeRFMLP
 from nerf.rays import RaysTable
+from nerf.silhouettes import Silhouettes
 
 STATE_FORMAT = "nerf-occupancy-grid/1"
 SEEN_WEIGHT = 1e-2
@@ -99,6 +100,9 @@ class OccupancyConfig:
     again. The first build visits every cell. nerfacc visits a quarter; on a CPU that would cost more
     than training (lego: 370k density evaluations per refresh against about 1,300 training points per
     step once settled); 1/256 is about as many cells as are occupied."""
+    carve: bool = True
+    """Carve out of the grid, from the first step on, the space that training views whose images have
+    alpha see through (`nerf.silhouettes`); no effect on scenes without alpha or forward-facing ones."""
     chunk_points: int = 8_192
     """Points per density forward pass while refreshing (bounds memory, not results). Small enough that a
     layer's activations stay in the CPU's cache: on a 2-core Xeon 78k points took 0.67-0.74 s in chunks of
@@ -148,6 +152,7 @@ class OccupancyConfig:
                 "an integer >= 1",
             ),
             ("refresh_fraction", self.refresh_fraction, 0.0 <= self.refresh_fraction <= 1.0, "in [0, 1]"),
+            ("carve", self.carve, isinstance(self.carve, bool), "true or false"),
             (
                 "chunk_points",
                 self.chunk_points,
@@ -183,11 +188,14 @@ class OccupancyGrid:
         refreshes: int = 0,
         refresh_points: int = 0,
         seen: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
+        silhouettes: Silhouettes | None = None,
     ) -> None:
         if values.shape != (math.prod(shape),):
             raise ValueError(f"values must hold {math.prod(shape)} cells, got {tuple(values.shape)}")
-        if seen is not None and seen.shape != values.shape:
-            raise ValueError(f"seen must hold {values.numel()} cells, got {tuple(seen.shape)}")
+        for name, mask in (("seen", seen), ("allowed", allowed)):
+            if mask is not None and mask.shape != values.shape:
+                raise ValueError(f"{name} must hold {values.numel()} cells, got {tuple(mask.shape)}")
         self.config = config
         self.lo = lo.float()
         self.cell = float(cell)
@@ -200,6 +208,16 @@ class OccupancyGrid:
         self.refreshes = int(refreshes)
         self.refresh_points = int(refresh_points)
         """Points the refreshes have sent through the density network, all together."""
+        self.silhouettes = silhouettes
+        """The training views' silhouettes, if the scene has them: each subdivision carves its new cells
+        with them. Not saved: a grid loaded from a file subdivides without (it only keeps carving)."""
+        self.allowed = (
+            torch.ones_like(self.values, dtype=torch.bool)
+            if allowed is None
+            else allowed.to(self.device, torch.bool)
+        )
+        """(cells,) bool: not carved away by the silhouettes (`nerf.silhouettes`). A carved cell is never
+        occupied, whatever the model's density there: the training images show nothing in it."""
         self._derive(torch.zeros_like(self.values) if seen is None else seen.to(self.values))
 
     def _derive(self, seen: torch.Tensor) -> None:
@@ -226,6 +244,7 @@ class OccupancyGrid:
         self._seen_padded = self._seen_padded.reshape(-1)
 
     def _set_occupied(self, occupied: torch.Tensor) -> None:
+        occupied = occupied & self.allowed
         self.occupied = occupied
         """(cells,) bool, x-major: cell (i, j, k) is entry (i * ny + j) * nz + k."""
         padded = torch.zeros(tuple(n + 2 for n in self.shape), dtype=torch.bool, device=occupied.device)
@@ -242,9 +261,11 @@ class OccupancyGrid:
         n_samples: int,
         config: OccupancyConfig = OccupancyConfig(),
         device: torch.device | str = "cpu",
+        silhouettes: Silhouettes | None = None,
     ) -> OccupancyGrid:
         """A grid over the bounding box of every training ray's segment [near, far] (world units, or the
-        NDC cube's part the rays cross for forward-facing scenes), every cell occupied until measured.
+        NDC cube's part the rays cross for forward-facing scenes), every cell occupied until measured,
+        except the cells the training views' silhouettes carve away, if given.
 
         A segment's bounding box is that of its two end points, so the box of all end points holds every
         sample training can draw, in whichever coordinates the rays live.
@@ -265,14 +286,31 @@ class OccupancyGrid:
         norms = np.linalg.norm(rays.directions, axis=-1)
         step = (far - near) / n_samples * float(norms[np.isfinite(norms)].max())
         values = torch.full((math.prod(shape),), math.inf, device=device)
-        return cls(
+        grid = cls(
             lo=torch.tensor(lo, dtype=torch.float32, device=device),
             cell=cell,
             shape=shape,  # type: ignore[arg-type]
             sigma_threshold=density_threshold(config.opacity_threshold, step),
             values=values,
             config=config,
+            silhouettes=silhouettes,
         )
+        if silhouettes is not None:
+            grid._carve(torch.arange(grid.values.numel(), device=grid.device))
+        return grid
+
+    def _carve(self, cells: torch.Tensor) -> None:
+        """Disallow those of `cells` (flat ids) that the silhouettes see empty."""
+        if self.silhouettes is None or cells.numel() == 0:
+            return
+        carved = self.silhouettes.carved(self.cell_centers(cells), 0.5 * self.cell)
+        self.allowed[cells[carved]] = False
+        self._set_occupied(self.values > self.sigma_threshold)
+
+    @property
+    def allowed_fraction(self) -> float:
+        """Share of cells the silhouettes left (1.0 without silhouettes)."""
+        return float(self.allowed.float().mean())
 
     @property
     def seen(self) -> torch.Tensor:
@@ -323,6 +361,8 @@ class OccupancyGrid:
             refreshes=self.refreshes,
             refresh_points=self.refresh_points,
             seen=self.seen.to(device),
+            allowed=self.allowed.to(device),
+            silhouettes=self.silhouettes,
         )
 
     def clone(self) -> OccupancyGrid:
@@ -336,6 +376,8 @@ class OccupancyGrid:
             refreshes=self.refreshes,
             refresh_points=self.refresh_points,
             seen=self.seen.clone(),
+            allowed=self.allowed.clone(),
+            silhouettes=self.silhouettes,
         )
 
     def lookup(self, points: torch.Tensor) -> torch.Tensor:
@@ -392,10 +434,11 @@ class OccupancyGrid:
         # hidden cells (behind surfaces from every training ray: lego's underside): the model's density
         # there is never corrected, and opening its neighbours flooded 30% of the box by step 3000.
         visible = self.occupied & (self.seen > SEEN_WEIGHT)
-        cells = torch.nonzero(self._dilate(visible).reshape(-1) | self.occupied).squeeze(-1)
+        cells = torch.nonzero((self._dilate(visible).reshape(-1) | self.occupied) & self.allowed).squeeze(-1)
         extra = round(c.refresh_fraction * n)
         if extra > 0 and cells.numel() < n:
             drawn = torch.randint(n, (extra,), generator=generator, device=self.device)
+            drawn = drawn[self.allowed[drawn]]  # a carved cell stays carved: no need to measure it
             cells = torch.unique(torch.cat((cells, drawn)))  # sorted and each cell once: deterministic
         corner = self.lo + self._unravel(cells) * self.cell
         jitter = torch.rand(cells.numel(), c.points_per_cell, 3, generator=generator, device=self.device)
@@ -433,13 +476,19 @@ class OccupancyGrid:
         wide with nothing next to it. Every other child inherits its parent's (empty) value."""
         grid = torch.where(self._dilate(self.occupied), math.inf, self.values.reshape(self.shape))
         seen = self.seen.reshape(self.shape)
+        allowed = self.allowed.reshape(self.shape)
         for axis in range(3):
             grid = grid.repeat_interleave(2, dim=axis)
             seen = seen.repeat_interleave(2, dim=axis)
+            allowed = allowed.repeat_interleave(2, dim=axis)
         self.shape = tuple(2 * n for n in self.shape)
         self.cell /= 2
         self.values = grid.reshape(-1).contiguous()
+        self.allowed = allowed.reshape(-1).contiguous()
         self._derive(seen.reshape(-1))
+        # a child of a carved cell is carved; the silhouettes may carve more of the finer cells, those
+        # the next refresh would measure (a smaller footprint fits between silhouette pixels)
+        self._carve(torch.nonzero(self.occupied).squeeze(-1))
 
     def state_dict(self) -> dict:
         """Plain tensors and numbers (CPU): safe for torch.load(weights_only=True)."""
@@ -454,6 +503,7 @@ class OccupancyGrid:
             "refreshes": self.refreshes,
             "refresh_points": self.refresh_points,
             "seen": self.seen.detach().cpu().clone(),
+            "allowed": self.allowed.detach().cpu().clone(),
         }
 
     @classmethod
@@ -470,4 +520,5 @@ class OccupancyGrid:
             refreshes=state["refreshes"],
             refresh_points=state["refresh_points"],
             seen=state["seen"].to(device),
+            allowed=state["allowed"].to(device) if "allowed" in state else None,
         )

@@ -25,6 +25,7 @@ from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable
 from nerf.render import RenderConfig, render_rays
+from nerf.silhouettes import Silhouettes
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ def train(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     occupancy: OccupancyGrid | None = None,
     occupancy_config: OccupancyConfig = OccupancyConfig(),
+    silhouettes: Silhouettes | None = None,
 ) -> TrainResult:
     """Optimise `model` (and `fine_model`) in place on the rays table; returns timings and the curve.
 
@@ -199,8 +201,10 @@ def train(
     early-stopping rungs of a study). `resume` continues from such a state (weights already loaded).
 
     With render.sampling 'occupancy' only samples in occupied cells of a grid reach the MLP. Without a
-    given grid, the first occupancy_config.warmup_iters steps are vanilla, then a grid is built over the
-    training rays (`OccupancyGrid.covering`) from the model; a given grid (e.g. the dense model's, for a
+    given grid, one is built over the training rays (`OccupancyGrid.covering`) and measured from the
+    model after occupancy_config.warmup_iters steps; with the training views' `silhouettes` it is built
+    at step 1, the space they see empty carved out of it (the warm-up steps sample only that), without
+    them the warm-up steps are vanilla; a given grid (e.g. the dense model's, for a
     pruned one) is used from step 1 with the config it was built with and is not modified (training
     refreshes a copy). Either way the grid is refreshed from the model every `grid.refresh_every` steps
     (more often while it is coarse); the refreshes count as training time. The result carries the final grid.
@@ -262,6 +266,7 @@ def train(
         result.mlp_points = resume.mlp_points
         if resume.occupancy is not None:
             grid = OccupancyGrid.from_state_dict(resume.occupancy, device=device)
+            grid.silhouettes = silhouettes if occupancy is None else None
         if resume.occupancy_generator is not None:
             grid_gen.set_state(resume.occupancy_generator.cpu())
     result.rays = (first - 1) * config.rays_per_step
@@ -295,8 +300,15 @@ def train(
         if use_grid:
             # Upkeep at the start of a step, from the model after the previous one, so that a state saved
             # after step k holds every update up to k and a resumed run repeats the schedule exactly.
-            build = grid is None and it > grid_config.warmup_iters
-            if build or (grid is not None and it > 1 and (it - 1) % grid.refresh_every == 0):
+            warm = (
+                occupancy is not None or it > grid_config.warmup_iters
+            )  # the model's density means something
+            build = grid is None and (warm or silhouettes is not None)
+            measure = warm and (
+                (occupancy is None and it == grid_config.warmup_iters + 1)  # the first measurement
+                or (grid is not None and it > 1 and (it - 1) % grid.refresh_every == 0)
+            )
+            if build or measure:
                 synchronize(device)  # only every refresh_every steps: times the upkeep, not the step before
                 upkeep = time.perf_counter()
                 if grid is None:
@@ -307,9 +319,11 @@ def train(
                         n_samples=render.n_samples,
                         config=grid_config,
                         device=device,
+                        silhouettes=silhouettes,
                     )
-                with autocast(device, precision):
-                    grid.refresh(model, generator=grid_gen, fine_model=fine_model)
+                if measure:
+                    with autocast(device, precision):
+                        grid.refresh(model, generator=grid_gen, fine_model=fine_model)
                 synchronize(device)
                 result.occupancy_seconds += time.perf_counter() - upkeep
         if it <= config.precrop_iters and len(center_idx) > 0:

@@ -26,6 +26,7 @@ from nerf.model import ModelConfig, NeRFMLP, flops_per_point
 from nerf.occupancy import OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
+from nerf.silhouettes import Silhouettes
 from nerf.train import StepStats, TrainConfig, train
 
 
@@ -237,6 +238,7 @@ def measure_time_to_psnr(
             render=render,
             config=config,
             on_step=on_step,
+            silhouettes=Silhouettes.of(scene),  # as `study dense` does (used with occupancy sampling only)
         )
     last = curve[-1]
     return TimeToQuality(

@@ -172,9 +172,9 @@ def rung_objectives(
     """The objectives of a trial mid-retraining, as the early-stopping scheduler compares them: PSNR of
     the network as it stands on the study's fixed validation rays (not the test views: selection must
     not see them), seconds per 1k retraining steps so far, and size (known from the pruning on)."""
-    from nerf.device import autocast, resolve_device, resolve_precision
+    from nerf.device import resolve_device, resolve_precision
+    from nerf.evaluate import render_in_chunks
     from nerf.occupancy import OccupancyGrid
-    from nerf.render import render_rays
     from nerf.train import mse_to_psnr, to_tensor
 
     dev = resolve_device(device)
@@ -188,29 +188,19 @@ def rung_objectives(
         fine.load_state_dict(state["fine_model"])
         fine.to(dev).eval()
     grid = OccupancyGrid.from_state_dict(train["occupancy"]).to(dev) if train.get("occupancy") else None
-    origins, dirs, viewdirs, colors = (
-        to_tensor(a, dev)
-        for a in (validation.origins, validation.directions, validation.viewdirs, validation.colors)
+    rgb, _ = render_in_chunks(
+        model,
+        *(to_tensor(a, dev) for a in (validation.origins, validation.directions, validation.viewdirs)),
+        near=scene.near,
+        far=scene.far,
+        background=torch.tensor(scene.background, dtype=torch.float32, device=dev),
+        render=render,
+        device=dev,
+        precision=resolve_precision(precision, dev),
+        fine_model=fine,
+        occupancy=grid,
     )
-    background = torch.tensor(scene.background, dtype=torch.float32, device=dev)
-    squared = 0.0
-    for start in range(0, len(validation), render.chunk_rays):
-        part = slice(start, start + render.chunk_rays)
-        with autocast(dev, resolve_precision(precision, dev)):
-            out = render_rays(
-                model,
-                origins[part],
-                dirs[part],
-                viewdirs[part],
-                near=scene.near,
-                far=scene.far,
-                config=render,
-                background=background,
-                perturb=False,
-                fine_model=fine,
-                occupancy=grid,
-            )
-        squared += float(((out.rgb.float() - colors[part]) ** 2).sum())
+    squared = float(((rgb.double() - torch.from_numpy(validation.colors).double()) ** 2).sum())
     size_mb = (
         sum(
             t.numel() * t.element_size()

@@ -160,9 +160,12 @@ def test_blender_hand_made_composite_and_limit(tmp_path):
     np.testing.assert_array_equal(scene.train.images[0, 0, 0], [1.0, 0.0, 0.0])  # opaque red
     np.testing.assert_array_equal(scene.train.images[0, 0, -1], [0.0, 1.0, 0.0])  # transparent -> background
     assert scene.train.poses[:, 2, 3].tolist() == [4.0, 6.0]  # frames 0 and 2 of 3
+    assert scene.train.coverage is not None and scene.train.coverage.shape == (2, 8, 8)
+    assert np.all(scene.train.coverage[:, :, :4] == 1.0) and np.all(scene.train.coverage[:, :, 4:] == 0.0)
     half = load_blender(root, downscale=4)
     assert (half.height, half.width) == (2, 2)
     np.testing.assert_allclose(half.focal, scene.focal / 4)
+    np.testing.assert_array_equal(half.test.coverage[0], [[1.0, 0.0], [1.0, 0.0]])
 
 
 def test_blender_bad_inputs(tmp_path):

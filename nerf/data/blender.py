@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
-from nerf.data.images import check_background, check_downscale, check_limit, evenly_spaced, read_images
+from nerf.data.images import check_background, check_downscale, check_limit, evenly_spaced, read_images_alpha
 from nerf.data.scene import SPLITS, Scene, Views
 
 NEAR, FAR = 2.0, 6.0
@@ -52,7 +52,8 @@ def load_blender(
         chosen = [int(i) for i in evenly_spaced(len(frames), limit)]
         paths = [_image_path(root, frames[i], meta_path, i) for i in chosen]
         poses = np.stack([_pose(frames[i], meta_path, i) for i in chosen])
-        views[split] = Views(images=read_images(paths, bg, downscale), poses=poses)
+        images, alphas = read_images_alpha(paths, bg, downscale)
+        views[split] = Views(images=images, poses=poses, coverage=alphas)
 
     height, width = views["train"].images.shape[1:3]
     for split in SPLITS:

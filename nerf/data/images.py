@@ -74,7 +74,15 @@ def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
 
 
 def read_image(path: Path, background: Background, downscale: int) -> np.ndarray:
-    """Decode one image file to (H, W, 3) float32 in [0, 1], composited on `background`, then area-downscaled.
+    """Decode one image file to (H, W, 3) float32 in [0, 1], composited on `background`, then area-downscaled."""
+    return read_image_alpha(path, background, downscale)[0]
+
+
+def read_image_alpha(
+    path: Path, background: Background, downscale: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_image`, and the image's alpha (H, W) float32 in [0, 1], area-downscaled like the colours
+    (the share of each output pixel the content covers); None for an image without alpha.
 
     Compositing is linear, so compositing before the area average equals averaging premultiplied
     colour and alpha; doing it per image keeps peak memory at one full-resolution image.
@@ -91,23 +99,36 @@ def read_image(path: Path, background: Background, downscale: int) -> np.ndarray
             f"image file {str(path)!r} is unreadable ({type(e).__name__}); allowed: PNG or JPEG"
         ) from e
     rgb = pixels[..., :3].astype(np.float32) / np.float32(255.0)
-    if has_alpha:
-        alpha = pixels[..., 3:4].astype(np.float32) / np.float32(255.0)
-        rgb = rgb * alpha + np.asarray(background, dtype=np.float32) * (np.float32(1.0) - alpha)
-    return area_downscale(rgb, downscale)
+    if not has_alpha:
+        return area_downscale(rgb, downscale), None
+    alpha = pixels[..., 3:4].astype(np.float32) / np.float32(255.0)
+    rgb = rgb * alpha + np.asarray(background, dtype=np.float32) * (np.float32(1.0) - alpha)
+    return area_downscale(rgb, downscale), area_downscale(alpha, downscale)[..., 0]
 
 
 def read_images(paths: Sequence[Path], background: Background, downscale: int) -> np.ndarray:
-    """Decode several image files with `read_image` into (N, H, W, 3) float32; all must share one size.
+    """Decode several image files with `read_image` into (N, H, W, 3) float32; all must share one size."""
+    return read_images_alpha(paths, background, downscale)[0]
+
+
+def read_images_alpha(
+    paths: Sequence[Path], background: Background, downscale: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_image_alpha` of several files: images (N, H, W, 3) and alphas (N, H, W), or None unless
+    every image has alpha. All must share one size.
 
     PIL releases the GIL while decoding, so a small thread pool roughly divides load time by the cores.
     """
     if len(paths) <= 1:
-        images = [read_image(p, background, downscale) for p in paths]
+        decoded = [read_image_alpha(p, background, downscale) for p in paths]
     else:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, len(paths))) as pool:
-            images = list(pool.map(lambda p: read_image(p, background, downscale), paths))
-    return stack_same_size(images, paths)
+            decoded = list(pool.map(lambda p: read_image_alpha(p, background, downscale), paths))
+    images = stack_same_size([rgb for rgb, _ in decoded], paths)
+    alphas = [alpha for _, alpha in decoded]
+    if any(alpha is None for alpha in alphas):
+        return images, None
+    return images, np.stack(alphas).astype(np.float32, copy=False)  # type: ignore[arg-type]
 
 
 def stack_same_size(images: Sequence[np.ndarray], names: Sequence[str | Path]) -> np.ndarray:

@@ -60,10 +60,12 @@ def load_npz(
 
     def views(ids: np.ndarray) -> Views:
         rgb = images[ids, ..., :3]
-        if channels == 4:
-            alpha = images[ids, ..., 3:4]
-            rgb = rgb * alpha + np.asarray(bg, dtype=np.float32) * (np.float32(1.0) - alpha)
-        return Views(images=area_downscale(rgb, downscale), poses=poses[ids])
+        if channels != 4:
+            return Views(images=area_downscale(rgb, downscale), poses=poses[ids])
+        alpha = images[ids, ..., 3:4]
+        rgb = rgb * alpha + np.asarray(bg, dtype=np.float32) * (np.float32(1.0) - alpha)
+        coverage = area_downscale(alpha, downscale)[..., 0]
+        return Views(images=area_downscale(rgb, downscale), poses=poses[ids], coverage=coverage)
 
     train, test = views(train_ids), views(test_ids)
     return Scene(

@@ -17,6 +17,10 @@ class Views:
     """(N, H, W, 3) float32 in [0, 1]."""
     poses: np.ndarray
     """(N, 4, 4) float32 camera-to-world, OpenGL convention (camera looks down -z, y up)."""
+    coverage: np.ndarray | None = None
+    """(N, H, W) float32 in [0, 1]: the share of each pixel the scene's content covers (the images' alpha,
+    area-averaged when downscaled); 0 where a pixel shows only the background. None when the source
+    has no alpha (photographs, LLFF). An occupancy grid carves the space these pixels see through."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

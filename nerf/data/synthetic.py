@@ -85,8 +85,12 @@ def make_synthetic_scene(
     test_poses = _random_poses(rng, n_test)
 
     def views(poses: np.ndarray) -> Views:
-        images = np.stack([_render(shapes, pose, resolution, focal, bg) for pose in poses])
-        return Views(images=images.astype(np.float32), poses=poses.astype(np.float32))
+        rendered = [_render(shapes, pose, resolution, focal, bg) for pose in poses]
+        return Views(
+            images=np.stack([rgb for rgb, _ in rendered]).astype(np.float32),
+            poses=poses.astype(np.float32),
+            coverage=np.stack([cover for _, cover in rendered]).astype(np.float32),
+        )
 
     return Scene(
         name="synthetic",
@@ -161,8 +165,11 @@ def _random_poses(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([look_at(p) for p in _spherical(azimuth, elevation)])
 
 
-def _render(shapes: _Shapes, pose: np.ndarray, resolution: int, focal: float, bg: tuple) -> np.ndarray:
-    """(H, W, 3) float64 image: nearest hit per ray, Lambertian shading, `bg` where nothing is hit."""
+def _render(
+    shapes: _Shapes, pose: np.ndarray, resolution: int, focal: float, bg: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) float64 image: nearest hit per ray, Lambertian shading, `bg` where nothing is hit; and
+    (H, W) the share of each pixel's sub-pixel rays that hit something (its alpha)."""
     n = resolution * SUPERSAMPLE
     # Sub-pixel centres; their mean is the pixel centre, matching the pixel-centre rays of nerf.rays.
     coords = (np.arange(n) + 0.5) / SUPERSAMPLE
@@ -204,4 +211,5 @@ def _render(shapes: _Shapes, pose: np.ndarray, resolution: int, focal: float, bg
     shade = AMBIENT + DIFFUSE * np.clip(normal @ LIGHT, 0.0, None)
     rgb = np.where(np.isfinite(t_best)[:, None], np.clip(color * shade[:, None], 0.0, 1.0), np.asarray(bg))
     rgb = rgb.reshape(resolution, SUPERSAMPLE, resolution, SUPERSAMPLE, 3)
-    return rgb.mean(axis=(1, 3))
+    hit = np.isfinite(t_best).astype(np.float64).reshape(resolution, SUPERSAMPLE, resolution, SUPERSAMPLE)
+    return rgb.mean(axis=(1, 3)), hit.mean(axis=(1, 3))
