@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="widths whose occupancy step is timed on the trained model (empty: skip)",
     )
     p.add_argument("--width-steps", type=int, default=48, help="steps timed per width (3 refreshes)")
+    p.add_argument(
+        "--width-threads",
+        type=int,
+        default=None,
+        help="CPU threads for the width steps (default: --threads; a study's trials run on 1 each)",
+    )
     p.add_argument("--resolution", type=int, default=d.resolution)
     p.add_argument("--opacity-threshold", type=float, default=d.opacity_threshold)
     p.add_argument("--warmup", type=int, default=d.warmup_iters)
@@ -240,7 +246,7 @@ def width_steps(args: argparse.Namespace, dense: NeRFMLP, grid: OccupancyGrid) -
                 seed=args.seed,
                 precision=args.precision,
                 device=args.device,
-                threads=args.threads,
+                threads=args.width_threads or args.threads,
                 log_every=1,
             ),
             on_step=lambda stats, seconds=seconds: seconds.append(1.0 / stats.iters_per_s),
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()  # training's; the width steps may use --width-threads
     load = os.getloadavg()
     out: dict = {
         "config": {
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
             out["modes"].append(row)
 
     print(
-        f"\n{out['machine']['cpu_model']}, {torch.get_num_threads()} threads, load average "
+        f"\n{out['machine']['cpu_model']}, {threads} threads, load average "
         f"{load[0]:.2f} before / {out['load_after'][0]:.2f} after (1 min)\n"
     )
     steps = sorted({s for r in out["modes"] for s in r["psnr_at"]})
@@ -337,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if out["widths"]:
         print(
-            "\n| width (occupancy, inherited grid) | ms / step mean (median) | points / ray | / width 256 |"
+            f"\n| width (occupancy, inherited grid, {args.width_threads or threads} thread(s)) "
+            "| ms / step mean (median) | points / ray | / width 256 |"
         )
         print("|---|---|---|---|")
         for w in out["widths"]:

@@ -21,11 +21,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from nerf.data.scene import Scene
+
+if TYPE_CHECKING:
+    from nerf.occupancy import OccupancyConfig
+    from nerf.render import RenderConfig
+
+
+def carves(render: RenderConfig, occupancy: OccupancyConfig) -> bool:
+    """Whether training with these settings keeps a grid that silhouettes would carve."""
+    return render.sampling == "occupancy" and occupancy.carve
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ class Silhouettes:
     centers: torch.Tensor
     """(N, 3) camera positions (scene units)."""
     covered: torch.Tensor
-    """(N, H + 1, W + 1) float64 summed-area tables of (coverage > 0): a window's count of pixels that
+    """(N, H + 1, W + 1) int32 summed-area tables of (coverage > 0): a window's count of pixels that
     show any content is four lookups."""
     focal: float
     """Focal length in pixels."""
@@ -51,9 +61,9 @@ class Silhouettes:
         views = scene.train
         if views.coverage is None or scene.ndc or len(views) == 0:
             return None
-        shows = torch.from_numpy(np.ascontiguousarray(views.coverage > 0)).double()
-        table = torch.zeros(len(views), scene.height + 1, scene.width + 1, dtype=torch.float64)
-        table[:, 1:, 1:] = shows.cumsum(1).cumsum(2)
+        shows = torch.from_numpy(np.ascontiguousarray(views.coverage > 0)).int()
+        table = torch.zeros(len(views), scene.height + 1, scene.width + 1, dtype=torch.int32)
+        table[:, 1:, 1:] = shows.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
         poses = torch.from_numpy(np.asarray(views.poses, dtype=np.float64))
         return cls(
             rotations=poses[:, :3, :3].contiguous(),

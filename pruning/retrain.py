@@ -23,7 +23,7 @@ from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
-from nerf.silhouettes import Silhouettes
+from nerf.silhouettes import Silhouettes, carves
 from nerf.train import StepStats, TrainConfig, TrainResult, TrainState, train
 from pruning.edge import masks_enforced
 from pruning.sparse import sparse_size_bytes
@@ -148,7 +148,9 @@ def prune_retrain_evaluate(
             on_checkpoint=save_state,
             occupancy=occupancy,
             occupancy_config=occupancy_config,
-            silhouettes=Silhouettes.of(scene) if occupancy is None and occupancy_config.carve else None,
+            silhouettes=Silhouettes.of(scene)
+            if occupancy is None and carves(render, occupancy_config)
+            else None,
         )
     grid = train_result.occupancy
     after = score()

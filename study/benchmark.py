@@ -23,10 +23,10 @@ from nerf.data.scene import Scene
 from nerf.device import PRECISIONS, resolve_device, resolve_precision, synchronize
 from nerf.evaluate import EvalConfig, evaluate
 from nerf.model import ModelConfig, NeRFMLP, flops_per_point
-from nerf.occupancy import OccupancyGrid
+from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
-from nerf.silhouettes import Silhouettes
+from nerf.silhouettes import Silhouettes, carves
 from nerf.train import StepStats, TrainConfig, train
 
 
@@ -238,7 +238,9 @@ def measure_time_to_psnr(
             render=render,
             config=config,
             on_step=on_step,
-            silhouettes=Silhouettes.of(scene),  # as `study dense` does (used with occupancy sampling only)
+            silhouettes=Silhouettes.of(scene)
+            if carves(render, OccupancyConfig())
+            else None,  # as `study dense`
         )
     last = curve[-1]
     return TimeToQuality(
