@@ -17,11 +17,18 @@ early models have density nearly everywhere, and measuring 1.5M cells several ti
 carves the empty space out would cost more than the training steps it saves (measured on lego: 5M
 density evaluations, about 50 s of a 2-core CPU, before the first 200 steps).
 
+Where the training images have alpha, the grid also starts carved by their silhouettes
+(`nerf.silhouettes`): a cell some training camera sees through background pixels only is never occupied
+(`OccupancyGrid.allowed`), whatever the model's density there, so the first steps, before the model has
+carved anything, already skip most of the box.
+
 Guarantees the renderer relies on:
-- A cell is occupied after a refresh whenever any point it sampled in that refresh had density above the
-  threshold: the stored value is max(decay * old, max over this refresh's samples), never less than the
-  new maximum. A cell whose content the jitter happened to miss only fades by `decay` per refresh.
-- A cell never measured is occupied (its value is +inf): a fresh grid renders exactly like vanilla.
+- A cell the silhouettes allow is occupied after a refresh whenever any point it sampled in that
+  refresh had density above the threshold: the stored value is max(decay * old, max over this
+  refresh's samples), never less than the new maximum. A cell whose content the jitter happened to
+  miss only fades by `decay` per refresh.
+- A cell never measured is occupied unless carved (its value is +inf): a fresh grid without
+  silhouettes renders exactly like vanilla.
 - The box holds every sample any training ray can draw (the bounding box of all training rays' segments
   between near and far), so nothing the model was ever fitted to lies outside it. Points outside are
   empty: no training ray reached them, so the model's density there is unconstrained noise.

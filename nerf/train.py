@@ -203,11 +203,11 @@ def train(
     With render.sampling 'occupancy' only samples in occupied cells of a grid reach the MLP. Without a
     given grid, one is built over the training rays (`OccupancyGrid.covering`) and measured from the
     model after occupancy_config.warmup_iters steps; with the training views' `silhouettes` it is built
-    at step 1, the space they see empty carved out of it (the warm-up steps sample only that), without
-    them the warm-up steps are vanilla; a given grid (e.g. the dense model's, for a
-    pruned one) is used from step 1 with the config it was built with and is not modified (training
-    refreshes a copy). Either way the grid is refreshed from the model every `grid.refresh_every` steps
-    (more often while it is coarse); the refreshes count as training time. The result carries the final grid.
+    at step 1 with the space they see empty carved out (the warm-up steps sample only the rest), without
+    them the warm-up steps are vanilla. A given grid (e.g. the dense model's, for a pruned one) is used
+    from step 1 with the config it was built with and is not modified (training refreshes a copy).
+    Either way the grid is refreshed from the model every `grid.refresh_every` steps (more often while
+    it is coarse); the refreshes count as training time. The result carries the final grid.
     """
     if occupancy is not None and render.sampling != "occupancy":
         raise InputError(
@@ -300,9 +300,8 @@ def train(
         if use_grid:
             # Upkeep at the start of a step, from the model after the previous one, so that a state saved
             # after step k holds every update up to k and a resumed run repeats the schedule exactly.
-            warm = (
-                occupancy is not None or it > grid_config.warmup_iters
-            )  # the model's density means something
+            # the model's density means something: a given grid's model is trained, a fresh one warmed up
+            warm = occupancy is not None or it > grid_config.warmup_iters
             build = grid is None and (warm or silhouettes is not None)
             measure = warm and (
                 (occupancy is None and it == grid_config.warmup_iters + 1)  # the first measurement
