@@ -87,8 +87,8 @@ class OccupancyConfig:
     grid."""
     coarse_refresh_every: int = 8
     """Training steps between refreshes while the grid is coarser than `resolution`, if fewer than
-    `refresh_every` (it starts at
-    `coarse_resolution` and doubles as the model carves the empty space out). A coarse refresh measures
+    `refresh_every` (it starts at `coarse_resolution` and doubles as the model carves the empty space
+    out). A coarse refresh measures
     at most 1/8 of the finest grid's cells, so refreshing often costs little there, and it is what lets
     the grid follow the model's carving early in training: a cell the model emptied only turns empty
     after several refreshes (`decay`), and until then every training ray still samples it."""

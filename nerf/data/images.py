@@ -73,16 +73,12 @@ def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, limit)).astype(np.int64))
 
 
-def read_image(path: Path, background: Background, downscale: int) -> np.ndarray:
-    """Decode one image file to (H, W, 3) float32 in [0, 1], composited on `background`, then area-downscaled."""
-    return read_image_alpha(path, background, downscale)[0]
-
-
 def read_image_alpha(
     path: Path, background: Background, downscale: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """`read_image`, and the image's alpha (H, W) float32 in [0, 1], area-downscaled like the colours
-    (the share of each output pixel the content covers); None for an image without alpha.
+    """Decode one image file to (H, W, 3) float32 in [0, 1], composited on `background`, then
+    area-downscaled; and its alpha (H, W) float32 in [0, 1], area-downscaled like the colours (the share
+    of each output pixel the content covers), None for an image without alpha.
 
     Compositing is linear, so compositing before the area average equals averaging premultiplied
     colour and alpha; doing it per image keeps peak memory at one full-resolution image.
@@ -107,7 +103,8 @@ def read_image_alpha(
 
 
 def read_images(paths: Sequence[Path], background: Background, downscale: int) -> np.ndarray:
-    """Decode several image files with `read_image` into (N, H, W, 3) float32; all must share one size."""
+    """Decode several image files with `read_image_alpha` into (N, H, W, 3) float32, without the alphas;
+    all must share one size."""
     return read_images_alpha(paths, background, downscale)[0]
 
 
