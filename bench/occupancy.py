@@ -13,7 +13,9 @@ Evaluations run inside `on_checkpoint`, whose time training excludes, with the g
 Then, on the trained occupancy model: steps of width-256 and coreset-pruned width-128/64 networks that
 inherit its grid (refreshed as they train, as a trial does), timed in this process one after another,
 and their ratio to the width-256 step: per-step work outside the MLP (sampling, grid lookup, packing,
-compositing, refreshes, Adam) is what keeps the ratios above the FLOP ratios.
+compositing, refreshes, Adam) is what keeps the ratios above the FLOP ratios. Last, each width's MLP
+alone (forward and backward on random points, nothing else) at the steps' point count and at vanilla's
+rays x samples: the floor under those ratios, which no saving outside the MLP can go below.
 
 Not a test: run it by hand and quote the table with the machine's state (other processes running?).
 """
@@ -223,13 +225,14 @@ def width_steps(args: argparse.Namespace, dense: NeRFMLP, grid: OccupancyGrid) -
     scene = load_scene(args.data, downscale=args.downscale, seed=args.seed)
     rays = build_rays_table(scene, "train")
     render = RenderConfig(n_samples=args.samples, sampling="occupancy")
-    rows = []
+    rows, models = [], {}
     for width in args.widths:
         model = (
             copy.deepcopy(dense)
             if width == 256
             else prune(dense, PruneSpec("coreset", width=width), seed=args.seed).model
         )
+        models[width] = model
         seconds: list[float] = []
         result = train(
             model,
@@ -268,7 +271,38 @@ def width_steps(args: argparse.Namespace, dense: NeRFMLP, grid: OccupancyGrid) -
     for row in rows:
         row["ratio_mean"] = row["mean_step_seconds"] / reference["mean_step_seconds"]
         row["ratio_median"] = row["median_step_seconds"] / reference["median_step_seconds"]
+    step_points = round(reference["points_per_ray"] * args.rays)
+    for n_points, key in ((step_points, "mlp_step_points"), (args.rays * args.samples, "mlp_vanilla_points")):
+        seconds_at = mlp_alone(models, n_points, threads=args.width_threads or args.threads, seed=args.seed)
+        for row in rows:
+            row[key] = n_points
+            row[f"{key}_seconds"] = seconds_at[row["width"]]
+            row[f"{key}_ratio"] = seconds_at[row["width"]] / seconds_at[reference["width"]]
     return rows
+
+
+def mlp_alone(
+    models: dict[int, NeRFMLP], n_points: int, *, threads: int | None, seed: int, repeats: int = 5
+) -> dict[int, float]:
+    """Median seconds of each model's forward and backward alone (no rays, grid, compositing or Adam)
+    on n_points random points: the floor under a width's step, and how the widths' MLPs alone compare.
+    The widths are interleaved, `repeats` rounds, so that drifts of the machine hit them alike."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(seed)
+    points = torch.rand(n_points, 3, generator=gen) * 2 - 1
+    viewdirs = torch.nn.functional.normalize(torch.randn(n_points, 3, generator=gen), dim=-1)
+    calls = max(3, min(40, round(2e5 / n_points)))  # ~40 at 5k points, 12 at vanilla's 16k
+    timings: dict[int, list[float]] = {w: [] for w in models}
+    for _ in range(repeats):
+        for width, model in models.items():
+            for call in range(calls + 1):
+                start = time.perf_counter()
+                model(points, viewdirs).sum().backward()
+                model.zero_grad(set_to_none=True)
+                if call:  # the first call of a round warms the caches
+                    timings[width].append(time.perf_counter() - start)
+    return {w: float(np.median(t)) for w, t in timings.items()}
 
 
 def fmt(x: float | None, spec: str) -> str:
@@ -345,14 +379,18 @@ def main(argv: list[str] | None = None) -> dict:
     if out["widths"]:
         print(
             f"\n| width (occupancy, inherited grid, {args.width_threads or threads} thread(s)) "
-            "| ms / step mean (median) | points / ray | / width 256 |"
+            "| ms / step mean (median) | points / ray | / width 256 "
+            f"| MLP alone at {out['widths'][0]['mlp_step_points']:,} points: ms, / width 256 "
+            f"| MLP alone at {out['widths'][0]['mlp_vanilla_points']:,} points: ms, / width 256 |"
         )
-        print("|---|---|---|---|")
+        print("|---|---|---|---|---|---|")
         for w in out["widths"]:
             mean, median = w["mean_step_seconds"] * 1000, w["median_step_seconds"] * 1000
             print(
                 f"| {w['width']} | {mean:.1f} ({median:.1f}) | {w['points_per_ray']:.1f} "
-                f"| {w['ratio_mean']:.2f} ({w['ratio_median']:.2f}) |"
+                f"| {w['ratio_mean']:.2f} ({w['ratio_median']:.2f}) "
+                f"| {w['mlp_step_points_seconds'] * 1000:.1f}, {w['mlp_step_points_ratio']:.3f} "
+                f"| {w['mlp_vanilla_points_seconds'] * 1000:.1f}, {w['mlp_vanilla_points_ratio']:.3f} |"
             )
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
