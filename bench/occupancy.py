@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="CPU threads for the width steps (default: --threads; a study's trials run on 1 each)",
     )
+    p.add_argument(
+        "--mlp-repeats", type=int, default=5, help="interleaved rounds timing each width's MLP alone"
+    )
     p.add_argument("--resolution", type=int, default=d.resolution)
     p.add_argument("--opacity-threshold", type=float, default=d.opacity_threshold)
     p.add_argument("--warmup", type=int, default=d.warmup_iters)
@@ -273,7 +276,13 @@ def width_steps(args: argparse.Namespace, dense: NeRFMLP, grid: OccupancyGrid) -
         row["ratio_median"] = row["median_step_seconds"] / reference["median_step_seconds"]
     step_points = round(reference["points_per_ray"] * args.rays)
     for n_points, key in ((step_points, "mlp_step_points"), (args.rays * args.samples, "mlp_vanilla_points")):
-        seconds_at = mlp_alone(models, n_points, threads=args.width_threads or args.threads, seed=args.seed)
+        seconds_at = mlp_alone(
+            models,
+            n_points,
+            threads=args.width_threads or args.threads,
+            seed=args.seed,
+            repeats=args.mlp_repeats,
+        )
         for row in rows:
             row[key] = n_points
             row[f"{key}_seconds"] = seconds_at[row["width"]]
