@@ -90,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CPU threads for the width steps (default: --threads; a study's trials run on 1 each)",
     )
     p.add_argument(
+        "--prune-view",
+        action="store_true",
+        help="the pruned widths cut the 128-wide view layer too (to width // 2; PruneSpec.prune_view)",
+    )
+    p.add_argument(
         "--mlp-repeats", type=int, default=5, help="interleaved rounds timing each width's MLP alone"
     )
     p.add_argument("--resolution", type=int, default=d.resolution)
@@ -233,7 +238,9 @@ def width_steps(args: argparse.Namespace, dense: NeRFMLP, grid: OccupancyGrid) -
         model = (
             copy.deepcopy(dense)
             if width == 256
-            else prune(dense, PruneSpec("coreset", width=width), seed=args.seed).model
+            else prune(
+                dense, PruneSpec("coreset", width=width, prune_view=args.prune_view), seed=args.seed
+            ).model
         )
         models[width] = model
         seconds: list[float] = []
@@ -260,6 +267,7 @@ def width_steps(args: argparse.Namespace, dense: NeRFMLP, grid: OccupancyGrid) -
         rows.append(
             {
                 "width": width,
+                "view_width": model.config.view_width,
                 "median_step_seconds": float(np.median(seconds[2:])),
                 "mean_step_seconds": float(np.mean(seconds[2:])),
                 "points_per_ray": result.points_per_ray,
@@ -387,7 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if out["widths"]:
         print(
-            f"\n| width (occupancy, inherited grid, {args.width_threads or threads} thread(s)) "
+            f"\n| width (occupancy, inherited grid, {args.width_threads or threads} thread(s)"
+            f"{', view layer pruned too' if args.prune_view else ''}) "
             "| ms / step mean (median) | points / ray | / width 256 "
             f"| MLP alone at {out['widths'][0]['mlp_step_points']:,} points: ms, / width 256 "
             f"| MLP alone at {out['widths'][0]['mlp_vanilla_points']:,} points: ms, / width 256 |"

@@ -24,7 +24,7 @@ def test_the_occupancy_bench_reports_modes_widths_and_the_mlp_alone(tmp_path, ca
             "--data", "synthetic", "--downscale", "4", "--modes", "occupancy", "vanilla",
             "--steps", "40", "--eval-every", "20", "--report-steps", "20", "40", "--eval-views", "1",
             "--rays", "64", "--samples", "16", "--widths", "256", "64", "--width-steps", "3",
-            "--mlp-repeats", "1", "--threads", "1", "--target", "0", "--json", str(out),
+            "--prune-view", "--mlp-repeats", "1", "--threads", "1", "--target", "0", "--json", str(out),
         ]
     )  # fmt: skip
     result = json.loads(out.read_text())
@@ -36,10 +36,11 @@ def test_the_occupancy_bench_reports_modes_widths_and_the_mlp_alone(tmp_path, ca
     assert modes["occupancy"]["train_points_per_ray"] < 16  # the built-in scene leaves empty space
     dense, narrow = result["widths"]
     assert (dense["width"], narrow["width"]) == (256, 64)
+    assert (dense["view_width"], narrow["view_width"]) == (128, 32)  # --prune-view
     assert dense["mlp_step_points"] == round(dense["points_per_ray"] * 64)
     assert dense["mlp_vanilla_points"] == 64 * 16
     for key in ("ratio_median", "mlp_step_points_ratio", "mlp_vanilla_points_ratio"):
         assert dense[key] == 1.0
-    # a 64-wide MLP has 0.09x the FLOPs of the 256-wide one: alone, it is cheaper at any point count
+    # a 64-wide MLP has under 0.09x the FLOPs of the 256-wide one: alone, it is cheaper at any point count
     assert 0 < narrow["mlp_vanilla_points_ratio"] < 0.8
     assert "MLP alone at 1,024 points" in capsys.readouterr().out
