@@ -136,13 +136,15 @@ class Packed:
     """(P,) flat indices into R x S, ascending (ray by ray, near to far)."""
     cells: torch.Tensor
     """(P,) their grid cells (`OccupancyGrid.cell_ids`)."""
+    ray: torch.Tensor
+    """(P,) the ray (row of R) each belongs to, non-decreasing."""
 
 
 def pack(points: torch.Tensor, occupancy: OccupancyGrid) -> Packed:
     """The samples of points (R, S, 3) that lie in occupied cells."""
     cells = occupancy.cell_ids(points).reshape(-1)
     keep = torch.nonzero(occupancy.occupied_cells(cells)).squeeze(-1)  # the one host sync of packing
-    return Packed(keep=keep, cells=cells[keep])
+    return Packed(keep=keep, cells=cells[keep], ray=keep // points.shape[1])
 
 
 def composite_packed(
@@ -164,8 +166,7 @@ def composite_packed(
     at width 256 (medians, the two versions interleaved), against scattering into (R, S) and compositing
     there.
     """
-    n_rays, n_samples = t.shape
-    ray = packed.keep // n_samples
+    n_rays, ray = t.shape[0], packed.ray
     delta = torch.cat((t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)), dim=-1)
     delta = delta.reshape(-1)[packed.keep] * dirs.norm(dim=-1)[ray]
     raw = raw.float()
@@ -214,8 +215,7 @@ def march(
         rgb, weights, acc, depth = composite(raw, t, dirs, background)
         return rgb, weights, acc, depth, None
     packed = pack(points, occupancy)
-    n_samples = points.shape[1]
-    raw = model(points.reshape(-1, 3)[packed.keep], viewdirs[packed.keep // n_samples])
+    raw = model(points.reshape(-1, 3)[packed.keep], viewdirs[packed.ray])
     rgb, weights, acc, depth = composite_packed(raw, t, dirs, background, packed)
     return rgb, weights, acc, depth, packed
 

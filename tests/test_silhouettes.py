@@ -4,12 +4,14 @@ training with it samples only the visual hull from the first step."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from nerf.data.loader import load_scene
-from nerf.data.scene import Scene, Views
+from nerf.data.scene import Scene
 from nerf.data.synthetic import _make_shapes
 from nerf.model import ModelConfig, NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
@@ -79,20 +81,9 @@ def test_a_refresh_never_reopens_a_carved_cell(scene) -> None:
 
 def test_only_scenes_with_alpha_and_not_forward_facing_get_silhouettes(scene) -> None:
     assert scene.train.coverage is not None and Silhouettes.of(scene) is not None
-    no_alpha = Scene(
-        name="photos",
-        train=Views(images=scene.train.images, poses=scene.train.poses),
-        val=scene.val,
-        test=scene.test,
-        height=scene.height,
-        width=scene.width,
-        focal=scene.focal,
-        near=scene.near,
-        far=scene.far,
-    )
+    no_alpha = replace(scene, train=replace(scene.train, coverage=None))
     assert Silhouettes.of(no_alpha) is None
-    forward_facing = Scene(**{**no_alpha.__dict__, "train": scene.train, "ndc": True})
-    assert Silhouettes.of(forward_facing) is None
+    assert Silhouettes.of(replace(scene, ndc=True)) is None  # forward-facing, alpha or not
 
 
 def test_training_with_silhouettes_samples_only_the_hull_from_the_first_step(scene) -> None:
