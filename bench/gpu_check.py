@@ -5,8 +5,9 @@ then (no Ray there: every step calls the project's plain functions, as a Ray tri
     python bench/gpu_check.py --device cpu --quick --out /tmp/gpu-check    # the same code, tiny, here
 
 Sections (each within the time left of --budget-s; one that does not fit says so instead of running):
-1. `pytest -m gpu` (tests/test_gpu.py): CUDA training against the CPU run, pruning on CUDA against CPU,
-   checkpoints from CUDA loading on the CPU with weights_only, fp16 with a GradScaler.
+1. `pytest -m gpu` (tests/test_gpu.py, tests/test_precision_quality.py): CUDA training against the CPU
+   run, fp32, bf16 and fp16 each within 0.5 dB of fp32 with and without the occupancy grid, pruning on
+   CUDA against CPU, checkpoints from CUDA loading on the CPU with weights_only, fp16 with a GradScaler.
 2. The matmul peak of each precision, measured in the same run.
 3. The training step at widths 256/128/64 (1024 rays x 64 samples, bf16 on CUDA), against the bf16 peak.
 4. Four processes sharing the GPU, each stepping a width-64 network, against one process alone.
@@ -90,6 +91,7 @@ def gpu_tests(quick: bool) -> dict:
             "-m",
             "gpu",
             "tests/test_gpu.py",
+            "tests/test_precision_quality.py",
         ],
         cwd=ROOT,
         capture_output=True,

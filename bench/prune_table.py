@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     eval_config = EvalConfig(**dense["eval"]) if "eval" in dense else EvalConfig()
     if args.eval_views is not None:
         eval_config = replace(eval_config, max_views=args.eval_views)
+    # the dense row is scored where the pruned rows' `psnr` is: on the validation views
+    eval_config = replace(eval_config, split="val")
     base = TrainConfig(**dense["train"]) if "train" in dense else TrainConfig()
     overrides = {
         k: v

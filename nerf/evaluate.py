@@ -203,6 +203,18 @@ def evaluate(
     )
 
 
+def constant_colour_psnr(scene: Scene, config: EvalConfig = EvalConfig()) -> float:
+    """Mean per-view PSNR (dB) on the config's views of an image filled with the training pixels' mean
+    colour: the score of a model that learnt the average colour and nothing of the scene, the floor a
+    trained model must clear by a wide margin (`nerf.quality`)."""
+    colour = scene.train.images.reshape(-1, 3).astype(np.float64).mean(0)
+    views = scene.split(config.split)
+    indices = [int(i) for i in evenly_spaced(len(views), config.max_views)]
+    return float(
+        np.mean([psnr(np.broadcast_to(colour, views.images[i].shape), views.images[i]) for i in indices])
+    )
+
+
 def save_renders(
     result: EvalResult, scene: Scene, out_dir: Path, *, split: str = "test", count: int = 4
 ) -> list[Path]:

@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from nerf.checkpoint import CHECKPOINT_NAME, save_checkpoint, state_dict_bytes
 from nerf.data.images import check_downscale
 from nerf.data.loader import load_scene
 from nerf.data.scene import Scene
-from nerf.evaluate import EvalConfig, EvalResult, evaluate, save_renders
+from nerf.evaluate import EvalConfig, EvalResult, constant_colour_psnr, evaluate, save_renders
 from nerf.model import ModelConfig, NeRFMLP, count_nonzero_parameters, count_parameters, flops_per_point
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import build_rays_table
@@ -158,6 +158,17 @@ def run_metrics(train_result: TrainResult, eval_result: EvalResult) -> dict:
     }
 
 
+def held_out_metrics(test: EvalResult) -> dict:
+    """The held-out test views' scores: reported, never used to choose anything (`psnr` and `ssim` are
+    the validation views')."""
+    return {
+        "test_psnr": test.psnr,
+        "test_ssim": test.ssim,
+        "test_views": test.view_indices,
+        "test_per_view_psnr": test.per_view_psnr,
+    }
+
+
 def write_run(
     out_dir: Path,
     model: NeRFMLP,
@@ -193,6 +204,10 @@ def run_dense(
     """Train a dense NeRF from scratch, evaluate it, and (if out_dir) write metrics.json, model.pt and
     renders/. Returns the metrics dict (what metrics.json holds).
 
+    `psnr` and `ssim` score the validation views, `test_psnr` and `test_ssim` the test views (the renders
+    written are the test views'), `constant_psnr` the mean-colour image on the validation views
+    (`nerf.quality.weak_model` compares the two). config.eval.split is ignored: both splits are scored.
+
     With render.sampling 'occupancy' training keeps an occupancy grid (config.occupancy), evaluation
     skips the empty space it marks, and model.pt stores the grid (`nerf.checkpoint.load_occupancy`) for
     pruned models to inherit."""
@@ -213,20 +228,25 @@ def run_dense(
         occupancy_config=config.occupancy,
         silhouettes=Silhouettes.of(scene) if carves(config.render, config.occupancy) else None,
     )
-    eval_result = evaluate(
-        model,
-        scene,
-        render=config.render,
-        config=config.eval,
-        device=config.train.device,
-        precision=config.train.precision,
-        fine_model=fine,
-        occupancy=train_result.occupancy,
-    )
+    scored = {
+        split: evaluate(
+            model,
+            scene,
+            render=config.render,
+            config=replace(config.eval, split=split),
+            device=config.train.device,
+            precision=config.train.precision,
+            fine_model=fine,
+            occupancy=train_result.occupancy,
+        )
+        for split in ("val", "test")
+    }
     metrics = {
         "scene": scene.name,
         "resolution": [scene.height, scene.width],
-        **run_metrics(train_result, eval_result),
+        **run_metrics(train_result, scored["val"]),
+        **held_out_metrics(scored["test"]),
+        "constant_psnr": constant_colour_psnr(scene, replace(config.eval, split="val")),
         **model_metrics(model, fine),
         "precision_choice": precision_choice(config.train.precision, config.train.device),
         "curve": train_result.curve,
@@ -236,6 +256,13 @@ def run_dense(
     metrics["wall_seconds"] = time.perf_counter() - wall  # everything but writing the files
     if out_dir is not None:
         write_run(
-            out_dir, model, fine, scene, metrics, eval_result, config.eval, occupancy=train_result.occupancy
+            out_dir,
+            model,
+            fine,
+            scene,
+            metrics,
+            scored["test"],
+            replace(config.eval, split="test"),
+            occupancy=train_result.occupancy,
         )
     return metrics

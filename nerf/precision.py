@@ -181,7 +181,8 @@ def machine_key(device: torch.device) -> str:
     return f"{device.type} | {hardware} | torch {torch.__version__}"
 
 
-def _candidates(device: torch.device) -> tuple[Precision, ...]:
+def candidate_precisions(device: torch.device) -> tuple[Precision, ...]:
+    """Every precision `auto` may choose on this kind of device (what quality must be tested in)."""
     # fp16 on CPU is emulated on all but the newest Xeons and training would need loss scaling there
     return ("fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32", "bf16")
 
@@ -219,7 +220,7 @@ def measure(device: torch.device, *, workload: Workload, time_step: StepTimer | 
     timer = time_step if time_step is not None else step_timer(device, workload)
     unavailable: dict[str, str] = {}
     running: list[Precision] = []
-    for precision in _candidates(device):
+    for precision in candidate_precisions(device):
         reason = _unsupported(device, precision)
         if reason is None:
             try:

@@ -193,6 +193,34 @@ def composite_packed(
     return rgb_map, weights, acc, depth
 
 
+def padded_rows(n: int) -> int:
+    """`n` rounded up to one of 8 sizes per power of two, and to a multiple of 64: at most 12.5% more
+    rows from 512 on, and few distinct shapes over a run.
+
+    The packed point count changes every step. oneDNN, behind every bf16 product on a CPU, builds and
+    caches a kernel per shape, so a new shape each step paid that build inside every product: on a 2-core
+    AMX Xeon the width-256 MLP's forward and backward on 1,000-1,500 points took 58 ms in bf16 against
+    15 ms at a repeated shape (fp32: 27-31 ms either way), and bf16 training with occupancy ran 2.3x
+    slower than fp32. On CUDA the same few shapes spare torch.compile's dynamic kernels re-tuning."""
+    if n <= 0:
+        return n
+    granule = max(64, 1 << max(n.bit_length() - 4, 0))
+    return -(-n // granule) * granule
+
+
+def run_rows(model: NeRFMLP, points: torch.Tensor, viewdirs: torch.Tensor) -> torch.Tensor:
+    """`model(points, viewdirs)` on (P, 3) rows, run on `padded_rows(P)` rows (copies of the first one)
+    and cut back to P: each row's output depends on that row alone, and the padding rows get no
+    gradient (the cut drops them) while staying finite (a NaN row would poison the weight gradients)."""
+    n = points.shape[0]
+    pad = padded_rows(n) - n
+    if pad == 0:
+        return model(points, viewdirs)
+    points = torch.cat((points, points[:1].expand(pad, -1)))
+    viewdirs = torch.cat((viewdirs, viewdirs[:1].expand(pad, -1)))
+    return model(points, viewdirs)[:n]
+
+
 def march(
     model: NeRFMLP,
     points: torch.Tensor,
@@ -215,7 +243,7 @@ def march(
         rgb, weights, acc, depth = composite(raw, t, dirs, background)
         return rgb, weights, acc, depth, None
     packed = pack(points, occupancy)
-    raw = model(points.reshape(-1, 3)[packed.keep], viewdirs[packed.ray])
+    raw = run_rows(model, points.reshape(-1, 3)[packed.keep], viewdirs[packed.ray])
     rgb, weights, acc, depth = composite_packed(raw, t, dirs, background, packed)
     return rgb, weights, acc, depth, packed
 

@@ -320,9 +320,8 @@ def train(
                         device=device,
                         silhouettes=silhouettes,
                     )
-                if measure:
-                    with autocast(device, precision):
-                        grid.refresh(model, generator=grid_gen, fine_model=fine_model)
+                if measure:  # in float32 whatever the precision: the grid decides what trains next
+                    grid.refresh(model, generator=grid_gen, fine_model=fine_model)
                 synchronize(device)
                 result.occupancy_seconds += time.perf_counter() - upkeep
         if it <= config.precrop_iters and len(center_idx) > 0:

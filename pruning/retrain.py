@@ -3,6 +3,11 @@
 Both the coarse and (if present) the fine network are pruned with the same spec; edge masks are held
 during retraining and released after it. Metrics carry the same fields as a dense run's
 (nerf.experiment.run_metrics + model_metrics) plus the pruning configuration and its outcome.
+
+Two scores, kept apart: `psnr`/`ssim` (and `pre_retrain_psnr`) are measured on the scene's VALIDATION
+views, and are what the study chooses by (the objective, the scheduler, the front, the registry);
+`test_psnr`/`test_ssim` are measured once, after retraining, on the held-out TEST views, are reported,
+and choose nothing. The renders saved are of the test views.
 """
 
 from __future__ import annotations
@@ -11,14 +16,22 @@ import json
 import time
 from collections.abc import Callable, Collection
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from common.errors import InputError
 from nerf.checkpoint import load_checkpoint, load_occupancy
 from nerf.data.scene import Scene
 from nerf.evaluate import EvalConfig, EvalResult, evaluate
-from nerf.experiment import DataConfig, machine_info, model_metrics, precision_choice, run_metrics, write_run
+from nerf.experiment import (
+    DataConfig,
+    held_out_metrics,
+    machine_info,
+    model_metrics,
+    precision_choice,
+    run_metrics,
+    write_run,
+)
 from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
@@ -38,10 +51,13 @@ class PrunedRun:
     fine_model: NeRFMLP | None
     metrics: dict
     eval_result: EvalResult
-    """Evaluation after retraining (its images are what write_run saves as renders)."""
+    """Evaluation of the TEST views after retraining (its images are what write_run saves as renders);
+    reported as test_psnr/test_ssim, never used to choose."""
     train_result: TrainResult
     pruned: list[PruneResult]
     """The coarse network's pruning, then the fine one's if any."""
+    val_result: EvalResult | None = None
+    """Evaluation of the VALIDATION views after retraining: metrics' psnr/ssim, what the study chooses by."""
 
 
 def prune_retrain_evaluate(
@@ -65,6 +81,11 @@ def prune_retrain_evaluate(
 ) -> PrunedRun:
     """Prune (seeded by `seed`; the input networks are not modified), evaluate, retrain, evaluate again.
 
+    Scores (eval_config's view count; its split is ignored): before and after retraining on the
+    validation views (metrics' pre_retrain_psnr, psnr, ssim), and after retraining on the test views
+    (test_psnr, test_ssim; the run's eval_result, whose images are the renders). A scene without
+    validation views is refused: choosing on the test views is not an option.
+
     With render.sampling 'occupancy', `occupancy` is the dense model's grid: the pruned model is scored
     with it before retraining, retrains with a copy of it that is refreshed from the pruned model as it
     learns (the input grid is not modified), and is scored with the refreshed grid after. Without a grid,
@@ -81,6 +102,11 @@ def prune_retrain_evaluate(
         raise InputError(
             f"an occupancy grid was given but render sampling is {render.sampling!r}; "
             f"use sampling 'occupancy' to retrain with it"
+        )
+    if not len(scene.val):
+        raise InputError(
+            f"scene {scene.name!r} has no validation views; the study scores trials on them (never on "
+            f"the test views)"
         )
     start = time.perf_counter()
     pruned = [prune(model, spec, seed=seed)]
@@ -99,12 +125,12 @@ def prune_retrain_evaluate(
 
     grid = occupancy  # what score() renders with: the dense grid before retraining, the refreshed one after
 
-    def score() -> EvalResult:
+    def score(split: str) -> EvalResult:
         return evaluate(
             coarse,
             scene,
             render=render,
-            config=eval_config,
+            config=replace(eval_config, split=split),
             device=retrain.device,
             precision=retrain.precision,
             fine_model=fine,
@@ -112,7 +138,7 @@ def prune_retrain_evaluate(
         )
 
     if resume is None:
-        before = score()
+        before = score("val")
         before_psnr, before_ssim = before.psnr, before.ssim
 
     def save_state(state: TrainState) -> None:
@@ -153,26 +179,14 @@ def prune_retrain_evaluate(
             else None,
         )
     grid = train_result.occupancy
-    after = score()
-    models = [m for m in (coarse, fine) if m is not None]
-    inputs = [m for m in (model, fine_model) if m is not None]
+    validated, tested = score("val"), score("test")  # the test score is reported, never chosen by
     metrics = {
         "scene": scene.name,
         "resolution": [scene.height, scene.width],
-        **run_metrics(train_result, after),
+        **scores(train_result, validated, tested),
         **model_metrics(coarse, fine),
         "precision_choice": precision_choice(retrain.precision, retrain.device),
-        "sparse_size_mb": sum(sparse_size_bytes(m) for m in models) / 1e6,
-        "strategy": spec.strategy,
-        "width": spec.width,
-        "beta": spec.beta,
-        "phi": spec.phi,
-        "scaling": spec.scaling,
-        "threshold": spec.threshold,
-        "prune_view": spec.prune_view,
-        "prune_seed": seed,
-        "kept_fraction": combined_kept_fraction(pruned, inputs),
-        "dense_params": model_metrics(model, fine_model)["params"],
+        **pruning_metrics(spec, seed, pruned, model, fine_model),
         "pre_retrain_psnr": before_psnr,
         "pre_retrain_ssim": before_ssim,
         "resumed_from_iteration": train_state.iteration if train_state is not None else 0,
@@ -184,10 +198,42 @@ def prune_retrain_evaluate(
         model=coarse,
         fine_model=fine,
         metrics=metrics,
-        eval_result=after,
+        eval_result=tested,
         train_result=train_result,
         pruned=pruned,
+        val_result=validated,
     )
+
+
+def scores(train_result: TrainResult, validated: EvalResult, tested: EvalResult) -> dict:
+    """The run's measurements: `psnr`/`ssim` and the rest of nerf.experiment.run_metrics from the
+    validation views; `test_*` from the test views; evaluation seconds of both."""
+    return {
+        **run_metrics(train_result, validated),
+        **held_out_metrics(tested),
+        "eval_seconds": validated.seconds + tested.seconds,
+    }
+
+
+def pruning_metrics(
+    spec: PruneSpec, seed: int, pruned: list[PruneResult], model: NeRFMLP, fine_model: NeRFMLP | None
+) -> dict:
+    """The pruning configuration and what it left of the input network(s)."""
+    models = [p.model for p in pruned]
+    inputs = [m for m in (model, fine_model) if m is not None]
+    return {
+        "sparse_size_mb": sum(sparse_size_bytes(m) for m in models) / 1e6,
+        "strategy": spec.strategy,
+        "width": spec.width,
+        "beta": spec.beta,
+        "phi": spec.phi,
+        "scaling": spec.scaling,
+        "threshold": spec.threshold,
+        "prune_view": spec.prune_view,
+        "prune_seed": seed,
+        "kept_fraction": combined_kept_fraction(pruned, inputs),
+        "dense_params": model_metrics(model, fine_model)["params"],
+    }
 
 
 def dense_config_of(meta: dict) -> dict:
@@ -224,8 +270,9 @@ def run_prune(
     out_dir) write model.pt, renders/ and metrics.json there. Returns the metrics.
 
     The scene is rebuilt from the checkpoint's data config (`data_source` replaces its path), with the
-    dense run's render settings; evaluation uses the dense run's eval settings unless `eval_config` is
-    given. The pruning seed is retrain.seed.
+    dense run's render settings; evaluation uses the dense run's eval settings (view count) unless
+    `eval_config` is given, on the validation views (psnr) and the test views (test_psnr). The pruning
+    seed is retrain.seed.
     """
     wall = time.perf_counter()
     model, fine, meta = load_checkpoint(Path(checkpoint))
@@ -272,7 +319,7 @@ def run_prune(
             scene,
             metrics,
             run.eval_result,
-            eval_config,
+            replace(eval_config, split="test"),  # the renders are of the test views
             occupancy=run.train_result.occupancy,
         )
     metrics["wall_seconds"] = time.perf_counter() - wall

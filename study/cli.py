@@ -115,10 +115,16 @@ def parse_ints(text: str, name: str) -> list[int]:
 
 
 def summary_line(metrics: dict) -> str:
+    test = (
+        f"test psnr {metrics['test_psnr']:.2f} dB ssim {metrics['test_ssim']:.3f}  "
+        if "test_psnr" in metrics
+        else ""
+    )
     return (
-        f"psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.3f}  params {metrics['params']:,}  "
+        f"psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.3f} (validation, "
+        f"{len(metrics['eval_views'])} views)  {test}params {metrics['params']:,}  "
         f"size {metrics['size_mb']:.3f} MB  {metrics['seconds_per_1k_iters']:.1f} s/1k iters  "
-        f"({metrics['iterations']} iters, eval on {len(metrics['eval_views'])} views)"
+        f"({metrics['iterations']} iters)"
     )
 
 
@@ -147,10 +153,18 @@ def dense(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (default: all cores)."),
     seed: int = typer.Option(0, help="Seed for model init, ray sampling and the built-in scene."),
-    eval_views: int = typer.Option(8, help="Test views scored, evenly spaced over the test split."),
-    eval_all: bool = typer.Option(False, "--eval-all", help="Score every test view."),
+    eval_views: int = typer.Option(
+        8, help="Views scored in each of the validation and test splits, evenly spaced."
+    ),
+    eval_all: bool = typer.Option(False, "--eval-all", help="Score every validation and test view."),
+    allow_weak: bool = typer.Option(
+        False,
+        "--allow-weak",
+        help="Exit 0 even when the model failed to learn the scene (under 5 dB above a constant-colour "
+        "image on the validation views); the line saying so is printed either way.",
+    ),
 ) -> None:
-    """Train a dense NeRF once and evaluate it on test views."""
+    """Train a dense NeRF once and evaluate it on the validation and test views."""
     from nerf.evaluate import EvalConfig
     from nerf.experiment import DataConfig, DenseConfig, run_dense
     from nerf.render import RenderConfig
@@ -191,6 +205,14 @@ def dense(
     typer.echo(
         f"wall {metrics['wall_seconds']:.1f} s; wrote {out}/metrics.json, {out}/model.pt, {out}/renders/"
     )
+    from nerf.quality import weak_model
+
+    weak = weak_model(metrics)
+    if weak is not None:
+        if allow_weak:
+            typer.echo(f"warning: {weak}", err=True)
+        else:
+            fail(f"{weak} (the files are written; --allow-weak exits 0)")
 
 
 @app.command()
@@ -426,7 +448,8 @@ def bench(
     widths: str = typer.Option("256,128,64", help="Comma-separated widths; the first is the reference."),
     precision: str = typer.Option(
         "fp32,bf16",
-        help="Comma-separated precisions timed at every width (auto's measured choice is always timed too).",
+        help="Comma-separated precisions timed at every width, and only those; 'auto' times the precision "
+        "measured fastest here.",
     ),
     repeats: int = typer.Option(5, help="Timed steps per row (median reported), after 2 warm-up steps."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
@@ -489,6 +512,7 @@ PAPER_OPTIONS = (
     "storage_path",
     "wait_for_gpus",
     "resume",
+    "allow_weak_dense",
 )
 
 

@@ -47,11 +47,20 @@ def scene_fingerprint(scene: Scene) -> str:
     return h.hexdigest()
 
 
+CACHE_FORMAT = 2
+"""Part of every cache key; raised whenever a model cached before would now be trained differently or
+scored with other metrics, so that no such model is reused. 2: grid cell lookups in float32 whatever the
+autocast (bf16 models of format 1 skipped nearly every sample and learnt nothing), grid refreshes in
+float32, `psnr` on the validation views with `test_psnr` and `constant_psnr` beside it."""
+
+
 def dense_key(config: DenseConfig, scene: Scene) -> str:
     d = config.to_dict()
     d.pop("eval")
     d["data"].pop("source")  # the content hash stands for the data, wherever it lies
-    payload = json.dumps({"scene": scene_fingerprint(scene), "config": d}, sort_keys=True)
+    payload = json.dumps(
+        {"format": CACHE_FORMAT, "scene": scene_fingerprint(scene), "config": d}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

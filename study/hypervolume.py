@@ -1,7 +1,8 @@
 """Hypervolume of a study's Pareto front, normalised to [0, 1] against a reference fixed at the start.
 
-The three objectives are `psnr` (test PSNR in dB, maximised), `train_time` (retraining wall seconds per
-1,000 iterations, minimised) and `size_mb` (model size in MB, minimised). A point is a triple
+The three objectives are `psnr` (validation PSNR in dB, maximised; the held-out test PSNR never enters
+a hypervolume), `train_time` (retraining wall seconds per 1,000 iterations, minimised) and `size_mb`
+(model size in MB, minimised). A point is a triple
 `(psnr, train_time, size_mb)` in those units.
 
 Reference point (the worst corner that still counts) and ideal point (the best corner) come from the
@@ -9,7 +10,7 @@ dense model, which every study trains before its first trial, so they are known 
 while the study runs; a hypervolume that is compared across sampler runs, schedulers and resumes must
 not depend on what the trials found:
 
-- PSNR: reference = dense PSNR - 10 dB, ideal = dense PSNR + 10 dB. Ten dB is a factor of ten in mean
+- PSNR: reference = dense (validation) PSNR - 10 dB, ideal = dense PSNR + 10 dB. Ten dB is a factor of ten in mean
   squared error: a pruned model that much worse than dense is useless, and none is that much better.
 - train_time and size_mb: reference = 10 % above the dense model's, ideal = 0. A pruned model that is
   slower or larger than dense (beyond measurement noise) has no reason to exist.

@@ -1,9 +1,10 @@
 """Multi-objective asynchronous successive halving (MOASHA), after Syne Tune's `MOASHA`.
 
 Ray Tune's ASHA ranks trials by one metric; the study has three objectives (psnr up, train_time down,
-size_mb down). MOASHA keeps ASHA's asynchronous promotion rule and replaces the one-metric ranking by
-the NSGA-II one: at each rung, trials are ordered by non-dominated front, then by crowding distance
-(larger first, so the front's ends and sparse regions survive), then by arrival (deterministic ties).
+size_mb down; a rung's psnr is scored on the study's fixed validation rays, never on the test views).
+MOASHA keeps ASHA's asynchronous promotion rule and replaces the one-metric ranking by the NSGA-II one:
+at each rung, trials are ordered by non-dominated front, then by crowding distance (larger first, so
+the front's ends and sparse regions survive), then by arrival (deterministic ties).
 
 Rungs sit at fixed fractions of the retraining budget, `max_iters / eta^k` for k = K..1; the full budget
 is no rung (a trial that passes the last rung runs to the end). A trial reaching a rung is recorded there

@@ -73,7 +73,7 @@ class StudyOptions:
     samples: int | None = None
     """Override the budget's samples per ray."""
     eval_views: int | None = None
-    """Override the budget's number of test views scored."""
+    """Override the budget's number of views scored in each of the validation and test splits."""
     replicates: int | None = None
     """Grid spaces: runs of each neuron-pruning configuration, seeds seed, seed+1, ... (default: the
     budget's)."""
@@ -88,6 +88,10 @@ class StudyOptions:
     """Seconds an autoscaling cluster may take to start GPU workers before a GPU study is refused."""
     cache_dir: Path | None = None
     """Dense-model cache (default: $NERF_STUDY_CACHE or ~/.cache/nerf-prune-study/dense)."""
+    allow_weak_dense: bool = False
+    """Go on with a dense model that failed to learn the scene (less than 5 dB above a constant-colour
+    image on the validation views): for smoke tests with a tiny budget. Without it such a study stops
+    before any trial."""
     fail_when: str | None = None
     """Fault injection for tests: 'key=value' fails the trials whose config matches."""
 

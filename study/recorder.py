@@ -21,7 +21,7 @@ from ray import tune
 
 from study import chaos
 from study.hypervolume import ReferencePoint
-from study.results import front, hypervolume_after
+from study.results import fmt, front, hypervolume_after
 from study.schema import Status, build_row
 from study.search import StudySearcher
 from study.store import StudyFolder, TrialLog
@@ -80,8 +80,8 @@ class TrialRecorder:
             f"{trial_run_name(r)} {r['psnr']:.2f}dB/{r['train_time']:.0f}s/{r['size_mb']:.2f}MB"
             for r in front(rows)[:4]
         )
-        if row["status"] == "COMPLETE":
-            what = f"{row['psnr']:.2f} dB"
+        if row["status"] == "COMPLETE":  # the validation PSNR chooses; the test PSNR is only shown
+            what = f"val {row['psnr']:.2f} dB (test {fmt(row.get('test_psnr'), '.2f')} dB)"
         elif row["status"] == "STOPPED":
             what = f"STOPPED at rung {row.get('rung_iteration')} ({(row.get('rung_psnr') or 0):.2f} dB there)"
         else:

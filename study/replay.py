@@ -8,7 +8,9 @@ Table (one row per configuration; pyarrow, saved as Parquet):
 
 - config columns `strategy`, `width` (null for edge), `beta`, `phi`, `scaling` (null unless coreset),
   `threshold`; `key` = `study.spaces.config_key(config)`;
-- `psnr` (dB, test PSNR at the full budget), `train_time` (s per 1k iterations at the full budget),
+- `psnr` (dB, validation PSNR at the full budget: the study's objective; tables measured before the
+  study scored on validation views hold the test PSNR here), `train_time` (s per 1k iterations at the
+  full budget),
   `size_mb`, `seconds` (wall seconds of the whole trial at the full budget), `retrain_iters`;
 - per rung: `rung_iterations` (list<int64>), `rung_psnr`, `rung_train_time` (list<float64>): the objectives
   the trial reported at those iterations (size is known before training and does not change);

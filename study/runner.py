@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.errors import InputError
 from study import chaos
 from study.options import (
     StudyOptions,
@@ -255,10 +256,24 @@ def dense_model(
     )
     m = dense.metrics
     echo(
-        f"dense model {'from cache' if dense.cached else 'trained'}: {dense.path} psnr {m['psnr']:.2f} dB, "
-        f"{m['seconds_per_1k_iters']:.1f} s/1k iters ({m['device']}, {m.get('precision')})"
+        f"dense model {'from cache' if dense.cached else 'trained'}: {dense.path} psnr {m['psnr']:.2f} dB "
+        f"(validation), {m['seconds_per_1k_iters']:.1f} s/1k iters ({m['device']}, {m.get('precision')})"
     )
+    check_learnt(dense, allow_weak=options.allow_weak_dense, echo=echo)
     return dense
+
+
+def check_learnt(dense: DenseModel, *, allow_weak: bool, echo: Callable[[str], None]) -> None:
+    """Stop the study before any trial when its dense model learnt nothing (`nerf.quality`): every trial
+    would prune it, and the front would be garbage reported as success."""
+    from nerf.quality import weak_model
+
+    weak = weak_model(dense.metrics)
+    if weak is None:
+        return
+    if not allow_weak:
+        raise InputError(f"{weak}; or --allow-weak-dense to go on anyway")
+    echo(f"warning: {weak}; going on (--allow-weak-dense)")
 
 
 def trial_settings(options: StudyOptions, budget: Budget, summary: dict) -> TrialSettings:
@@ -330,6 +345,9 @@ def record_summary(
     keys = (
         "psnr",
         "ssim",
+        "test_psnr",
+        "test_ssim",
+        "constant_psnr",
         "seconds_per_1k_iters",
         "size_mb",
         "params",

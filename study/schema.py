@@ -3,6 +3,10 @@
 A trial reports every scalar metric it measured; the driver keeps the ones listed here. Adding a metric
 to the study is one line in `COLUMNS` (and, if the trial does not measure it yet, in the trial): the
 row, `results.parquet` and the MLflow child run pick it up with no other edit.
+
+`psnr` and `ssim` are scored on the validation views: the objective. `test_psnr` and `test_ssim` are
+scored on the held-out test views and choose nothing; rows recorded before they existed lack them
+(missing, not zero).
 """
 
 from __future__ import annotations
@@ -48,18 +52,28 @@ COLUMNS: list[Column] = [
     Column("threshold", pa.float64(), "config", "edge threshold on |w| (hybrid when structured)"),
     Column("replicate", pa.int64(), "config", "replicate of a grid point (seed offset)"),
     Column("seed", pa.int64(), "config", "seed of pruning and retraining"),
-    Column("psnr", pa.float64(), "objective", "test PSNR after retraining (dB)", final_only=True),
+    Column(
+        "psnr", pa.float64(), "objective", "validation PSNR after retraining (dB): chosen by", final_only=True
+    ),
     Column(
         "train_time", pa.float64(), "objective", "retraining wall s per 1,000 iterations", final_only=True
     ),
     Column("size_mb", pa.float64(), "objective", "bytes of the saved weights / 1e6"),
-    Column("ssim", pa.float64(), "metric", "test SSIM after retraining", final_only=True),
+    Column("ssim", pa.float64(), "metric", "validation SSIM after retraining", final_only=True),
+    Column(
+        "test_psnr",
+        pa.float64(),
+        "metric",
+        "held-out test PSNR after retraining (dB): chooses nothing",
+        final_only=True,
+    ),
+    Column("test_ssim", pa.float64(), "metric", "held-out test SSIM after retraining", final_only=True),
     Column("sparse_size_mb", pa.float64(), "metric", "smallest sparse encoding of the weights (MB)"),
     Column("params", pa.int64(), "metric", "parameters of the pruned network(s)"),
     Column("nonzero_params", pa.int64(), "metric", "parameters that are not zero"),
     Column("flops_per_point", pa.int64(), "metric", "forward FLOPs per sample point"),
     Column("kept_fraction", pa.float64(), "metric", "surviving weights over the dense network's"),
-    Column("pre_retrain_psnr", pa.float64(), "metric", "test PSNR right after pruning (dB)"),
+    Column("pre_retrain_psnr", pa.float64(), "metric", "validation PSNR right after pruning (dB)"),
     Column("iterations", pa.int64(), "metric", "retraining iterations run", final_only=True),
     Column("points_per_ray", pa.float64(), "metric", "sample points per ray that reached the MLP"),
     Column("rung_iteration", pa.int64(), "run", "last rung the trial reached (retraining iterations)"),

@@ -5,10 +5,11 @@
    asked again, a bounded number of times; a space with nothing new left is exhausted (Tune is told the
    search is finished) instead of rerunning trials.
 2. Optuna hears of a trial when the driver has recorded it, not when Tune does: a finished trial is
-   told COMPLETE with its objectives, a trial the scheduler stopped at a rung PRUNED (multi-objective
-   TPE then counts it among the worse configurations, and it never reaches `best_trials`), a failed one
-   FAIL. So the Optuna study's COMPLETE trials are exactly the recorded full-budget ones, plus the
-   repeat answers, which carry the user attribute `repeat_of`.
+   told COMPLETE with its objectives (`psnr` is the validation PSNR; the test PSNR is never told), a
+   trial the scheduler stopped at a rung PRUNED (multi-objective TPE then counts it among the worse
+   configurations, and it never reaches `best_trials`), a failed one FAIL. So the Optuna study's
+   COMPLETE trials are exactly the recorded full-budget ones, plus the repeat answers, which carry the
+   user attribute `repeat_of`.
 """
 
 from __future__ import annotations

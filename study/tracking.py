@@ -223,9 +223,9 @@ class Tracker:
         return info.model_uri
 
     def register_front(self, name: str, front_rows: list[dict], runs: dict[str, str]) -> dict[str, str]:
-        """The front's models as versions of one registered model with aliases best-psnr, smallest and
-        fastest; a version per trial, never two (a resumed study moves the aliases). Returns alias ->
-        version."""
+        """The front's models as versions of one registered model with aliases best-psnr (validation
+        PSNR; the test PSNR is a tag, never a pick), smallest and fastest; a version per trial, never two
+        (a resumed study moves the aliases). Returns alias -> version."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -255,7 +255,8 @@ class Tracker:
                         "trial_id": row["trial_id"],
                         "strategy": row["strategy"],
                         "width": str(row.get("width")),
-                        "psnr": f"{row['psnr']:.4f}",
+                        "psnr": f"{row['psnr']:.4f}",  # validation: what the aliases pick by
+                        "test_psnr": "None" if row.get("test_psnr") is None else f"{row['test_psnr']:.4f}",
                         "train_time": f"{row['train_time']:.4f}",
                         "size_mb": f"{row['size_mb']:.6f}",
                     },

@@ -1,5 +1,10 @@
 """One trial: rebuild the shared dense model, prune it, retrain, evaluate, report every objective.
 
+The objectives (`psnr`, `train_time`, `size_mb`) are what Optuna, the scheduler, the front and the
+registry choose by; `psnr` (and `ssim`) are scored on the scene's validation views, mid-run rungs on
+fixed validation rays. `test_psnr`/`test_ssim`, on the held-out test views, are reported with every
+finished trial and choose nothing (pruning.retrain says how both are measured).
+
 `execute_trial` is the trial's whole work as a plain function (no Ray: it runs in tests, benchmarks and
 on machines without Ray); `run_trial` is the Ray Tune trainable around it, which only adds reporting,
 checkpoints and retries. Scene, rays and dense weights arrive through Ray's object store as numpy
@@ -106,7 +111,9 @@ def execute_trial(
     validation: RaysTable | None = None,
     on_rung: Callable[[int, dict], None] | None = None,
 ) -> PrunedRun:
-    """Prune the dense model as `config` says, retrain it for the budget, evaluate it (no Ray).
+    """Prune the dense model as `config` says, retrain it for the budget, evaluate it (no Ray): metrics'
+    psnr/ssim on budget.eval_views validation views (the objective), test_psnr/test_ssim on as many
+    test views (reported only).
 
     At each of settings.milestones, `on_rung(iteration, objectives)` gets the trial's objectives there
     (`rung_objectives`: PSNR on the `validation` rays, seconds per 1k steps so far, size), after the
@@ -237,9 +244,9 @@ def write_trial_files(
     render: RenderConfig,
 ) -> None:
     """The final checkpoint: the pruned model (with the occupancy grid it was scored with), its metrics
-    and curve, a render, what renders it (settings and example rays, for its MLflow model), the final
-    report, and a manifest of them all (written last: a folder whose manifest does not match was cut
-    short)."""
+    and curve, a render (of a test view), what renders it (settings and example rays, for its MLflow
+    model), the final report, and a manifest of them all (written last: a folder whose manifest does not
+    match was cut short)."""
     save_checkpoint(
         folder / "model.pt",
         run.model,

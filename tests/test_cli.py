@@ -54,11 +54,14 @@ def test_dense_end_to_end_writes_metrics_checkpoint_and_renders(tmp_path):
         "cpu",
         "--precision",
         "fp32",
+        "--allow-weak",  # 20 steps learn little: the run says so, and --allow-weak lets it exit 0
     )
     assert result.returncode == 0, result.stderr
+    assert "warning: the dense model failed to learn the scene" in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("psnr", "ssim", "params", "size_mb", "seconds_per_1k_iters", "iterations", "config"):
+    for key in ("psnr", "ssim", "test_psnr", "test_ssim", "constant_psnr", "params", "size_mb", "iterations"):
         assert key in metrics
+    assert metrics["eval_views"] == [0, 3] and metrics["test_views"] == [0, 7]  # 2 of 4 val, 2 of 8 test
     assert metrics["params"] == 595_844 and metrics["iterations"] == 20
     assert 2.38 < metrics["size_mb"] < 2.40  # 595,844 float32 weights = 2.383 MB plus file overhead
     assert metrics["config"]["train"]["rays_per_step"] == 64
@@ -124,6 +127,46 @@ def test_prune_bad_input_is_one_line_exit_2(args, fragments, tmp_path, dense_run
     )
 
 
+def test_dense_that_learnt_nothing_says_so_in_one_line(tmp_path):
+    """A model barely above the constant-colour image on the validation views is a failed model: one line
+    naming the precision and the sampling, exit 2, the files kept for a look."""
+    out = tmp_path / "run"
+    tiny = (
+        "--downscale",
+        "4",
+        "--iters",
+        "5",
+        "--rays-per-step",
+        "32",
+        "--samples",
+        "8",
+        "--eval-views",
+        "1",
+    )
+    result = study("dense", *tiny, "--out", str(out), "--device", "cpu", "--precision", "fp32")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # beside progress
+    assert len(errors) == 1, result.stderr
+    for fragment in ("failed to learn the scene", "validation views", "fp32", "occupancy sampling", "try"):
+        assert fragment in errors[0], errors[0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["psnr"] < metrics["constant_psnr"] + 5.0
+
+
+def test_launch_on_a_dense_model_that_learnt_nothing_stops_before_any_trial(tmp_path):
+    out = tmp_path / "study"
+    tiny = ("--dense-iters", "5", "--rays-per-step", "32", "--samples", "8", "--eval-views", "1")
+    args = ("launch", "--space", "quick", *tiny, "--precision", "bf16", "--out", str(out))
+    result = study(*args, "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in ("failed to learn the scene", "in bf16 with occupancy sampling", "--allow-weak-dense"):
+        assert fragment in errors[0], errors[0]
+    assert not (out / "trials.jsonl").exists() or not (out / "trials.jsonl").read_text().strip()
+    assert not (out / "results.parquet").exists() and not list(out.glob("trials/*"))
+
+
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dense") / "run"
@@ -145,6 +188,7 @@ def dense_run(tmp_path_factory):
         "cpu",
         "--precision",
         "fp32",
+        "--allow-weak",
     )
     assert result.returncode == 0, result.stderr
     return out

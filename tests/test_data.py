@@ -15,8 +15,9 @@ from common.errors import InputError
 from nerf.data import load_scene, make_synthetic_scene
 from nerf.data.blender import load_blender
 from nerf.data.images import area_downscale, evenly_spaced
-from nerf.data.llff import llff_to_opengl, load_llff
+from nerf.data.llff import llff_to_opengl, load_llff, split_ids
 from nerf.data.npz import load_npz
+from nerf.data.scene import SPLITS
 
 LEGO = Path("/work/shared/data/nerf_synthetic/lego")
 LEGO_ANGLE_X = 0.6911112070083618
@@ -243,15 +244,18 @@ def test_llff_loads_images_folder_and_converts_poses(tmp_path):
     scene = load_llff(root, downscale=4, recenter=False)
     assert scene.name == "fern" and scene.ndc and (scene.near, scene.far) == (0.0, 1.0)
     assert (scene.height, scene.width) == (6, 8) and scene.focal == pytest.approx(10.0)  # 40 / 4
-    # Every 8th image (0 and 8 of 9) is test, and val is the same views.
-    assert scene.train.images.shape == (7, 6, 8, 3) and scene.test.images.shape == (2, 6, 8, 3)
-    assert scene.val is scene.test
+    # Every 8th image (0 and 8 of 9) is test; the 4th of the others (image 4) is val, not trained on.
+    assert scene.train.images.shape == (6, 6, 8, 3) and scene.test.images.shape == (2, 6, 8, 3)
+    assert scene.val.images.shape == (1, 6, 8, 3)
     assert scene.train.poses.dtype == np.float32 and scene.train.images.dtype == np.float32
     # LLFF [down, right, back] = [-y, x, z] is OpenGL identity; translation scaled by 1 / (min bound * 0.75).
     np.testing.assert_allclose(scene.test.poses[0], np.eye(4), atol=1e-7)
     scale = 1.0 / (2.0 * 0.75)
     np.testing.assert_allclose(scene.test.poses[1, :3, 3], [0.8 * scale, 0.0, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(scene.train.poses[:, 0, 3], 0.1 * scale * np.arange(1, 8), rtol=1e-6)
+    np.testing.assert_allclose(
+        scene.train.poses[:, 0, 3], 0.1 * scale * np.array([1, 2, 3, 5, 6, 7]), rtol=1e-6
+    )
+    np.testing.assert_allclose(scene.val.poses[0, :3, 3], [0.4 * scale, 0.0, 0.0], rtol=1e-6)
     expected = np.asarray(Image.open(root / "images_4" / "IMG_001.png"), np.float32) / 255
     np.testing.assert_allclose(scene.train.images[0], expected)
 
@@ -259,11 +263,11 @@ def test_llff_loads_images_folder_and_converts_poses(tmp_path):
 def test_llff_recenter_and_limit(tmp_path):
     root = make_llff(tmp_path / "scene")
     scene = load_llff(root, downscale=4)
-    everything = np.concatenate([scene.train.poses, scene.test.poses])  # all 9 cameras once
+    everything = np.concatenate([scene.train.poses, scene.val.poses, scene.test.poses])  # all 9 once
     np.testing.assert_allclose(everything[:, :3, 3].mean(axis=0), 0.0, atol=1e-6)
     np.testing.assert_allclose(everything[0, :3, :3], np.eye(3), atol=1e-6)
     limited = load_llff(root, downscale=4, limit=3)
-    assert len(limited.train) == 3 and len(limited.test) == 2
+    assert len(limited.train) == 3 and len(limited.val) == 1 and len(limited.test) == 2
 
 
 def test_llff_downscales_full_images_when_no_scaled_folder(tmp_path):
@@ -289,10 +293,24 @@ def test_llff_bad_inputs(tmp_path):
     with raises_one_line("has 8 images but poses_bounds.npy has 9 poses"):
         load_llff(root, downscale=4)
 
+    root = make_llff(tmp_path / "two", n=2)
+    with raises_one_line("has 2 image(s); allowed: at least 3"):
+        load_llff(root, downscale=4)
+
     root = make_llff(tmp_path / "mixed")
     write_png(root / "images_4" / "IMG_002.png", np.zeros((5, 5, 3), np.uint8))
     with raises_one_line("mixed sizes: 8x6"):
         load_llff(root, downscale=4)
+
+
+def test_llff_splits_are_disjoint_and_cover_every_view():
+    """Test every 8th view (nerf-pytorch); val every 8th of the rest, never a test or training view."""
+    for n in range(3, 70):
+        train, val, test = split_ids(n)
+        assert len(train) and len(val) and len(test)
+        assert sorted([*train, *val, *test]) == list(range(n))  # disjoint, and nothing left out
+        assert list(test) == list(range(0, n, 8))
+    assert [list(ids) for ids in split_ids(20)[1:]] == [[4, 13], [0, 8, 16]]  # fern's 20 views
 
 
 # --- npz -------------------------------------------------------------------------------------------
@@ -302,10 +320,13 @@ def test_npz_split_and_downscale(tmp_path):
     path = make_npz(tmp_path / "tiny.npz", n=20)
     scene = load_npz(path)
     assert scene.name == "tiny" and not scene.ndc and (scene.near, scene.far) == (2.0, 6.0)
-    assert len(scene.train) == 18 and len(scene.test) == 2 and scene.val is scene.test
+    # the last 10% are test, the 10% before them val (disjoint from test), the rest train
+    assert (len(scene.train), len(scene.val), len(scene.test)) == (16, 2, 2)
     assert scene.background == (0.0, 0.0, 0.0) and scene.focal == 5.0
     with np.load(path) as data:
         np.testing.assert_array_equal(scene.test.images, data["images"][18:])
+        np.testing.assert_array_equal(scene.val.images, data["images"][16:18])
+        np.testing.assert_array_equal(scene.train.images, data["images"][:16])
     half = load_npz(path, downscale=2, limit=4)
     assert half.train.images.shape == (4, 4, 4, 3) and half.focal == 2.5 and len(half.test) == 2
 
@@ -316,7 +337,7 @@ def test_npz_rgba_uint8_and_3x4_poses(tmp_path):
     images[:, 0, 0] = (0, 0, 255, 255)
     np.savez(path, images=images, poses=np.tile(np.eye(4)[:3], (3, 1, 1)), focal=3.0)
     scene = load_npz(path)
-    assert scene.background == (1.0, 1.0, 1.0) and len(scene.train) == 2 and len(scene.test) == 1
+    assert scene.background == (1.0, 1.0, 1.0) and [len(scene.split(s)) for s in SPLITS] == [1, 1, 1]
     np.testing.assert_array_equal(scene.train.images[0, 0, 0], [0.0, 0.0, 1.0])
     np.testing.assert_array_equal(scene.train.images[0, 1, 1], [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(scene.train.poses[0], np.eye(4))
@@ -330,6 +351,8 @@ def test_npz_bad_inputs(tmp_path):
     np.savez(tmp_path / "nofocal.npz", images=np.zeros((2, 4, 4, 3)), poses=np.zeros((2, 4, 4)))
     with raises_one_line("lacks focal"):
         load_npz(tmp_path / "nofocal.npz")
+    with raises_one_line("has 2 view(s); allowed: at least 3 (one train, one validation, one test)"):
+        load_npz(make_npz(tmp_path / "two.npz", n=2))
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with raises_one_line("junk.npz' is unreadable"):
         load_npz(tmp_path / "junk.npz")

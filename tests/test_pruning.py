@@ -521,6 +521,8 @@ METRIC_KEYS = {
     "kept_fraction",
     "pre_retrain_psnr",
     "pre_retrain_ssim",
+    "test_psnr",
+    "test_ssim",
     "curve",
 }
 
@@ -549,7 +551,11 @@ def test_prune_retrain_evaluate_with_a_fine_network(scene, rays) -> None:
     assert metrics["nonzero_params"] < metrics["params"]
     assert metrics["sparse_size_mb"] < metrics["size_mb"]
     assert 0 < metrics["kept_fraction"] < 0.5 and metrics["iterations"] == 3 and len(steps) == 3
-    assert np.isfinite([metrics["psnr"], metrics["pre_retrain_psnr"]]).all()
+    assert np.isfinite([metrics["psnr"], metrics["pre_retrain_psnr"], metrics["test_psnr"]]).all()
+    # psnr/ssim are the validation views' (what the study chooses by); test_* the test views', apart
+    assert (metrics["psnr"], metrics["ssim"]) == (run.val_result.psnr, run.val_result.ssim)
+    assert (metrics["test_psnr"], metrics["test_ssim"]) == (run.eval_result.psnr, run.eval_result.ssim)
+    assert metrics["psnr"] != metrics["test_psnr"]
     json.dumps(metrics)  # plain data, ready for metrics.json
     for original, m in zip(originals, (coarse, fine)):  # the inputs are untouched
         assert all(torch.equal(original[k], v) for k, v in m.state_dict().items())
@@ -587,7 +593,9 @@ def test_run_prune_writes_a_run_folder(dense_run: Path, tmp_path: Path) -> None:
     assert saved["config"]["retrain"]["iterations"] == 2
     assert saved["config"]["dense"]["model"]["trunk_widths"] == [32] * 8
     assert saved["psnr"] == metrics["psnr"] and "wall_seconds" in saved
-    assert list((tmp_path / "pruned" / "renders").glob("*.png"))
+    assert saved["test_psnr"] == metrics["test_psnr"] != metrics["psnr"]
+    renders = list((tmp_path / "pruned" / "renders").glob("*.png"))
+    assert renders and all(p.name.startswith("test_") for p in renders)  # renders are of test views
     net, fine, _ = load_checkpoint(tmp_path / "pruned")
     assert fine is None and net.config.trunk_widths == (8,) * 8 and net.config.view_width == 4
     assert count_parameters(net) == saved["params"]
@@ -686,5 +694,6 @@ def test_retraining_resumed_from_a_checkpoint_ends_where_an_unbroken_run_ends(
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(x, y), name
     assert resumed.metrics["psnr"] == unbroken.metrics["psnr"]
+    assert resumed.metrics["test_psnr"] == unbroken.metrics["test_psnr"]
     assert resumed.metrics["pre_retrain_psnr"] == unbroken.metrics["pre_retrain_psnr"]
     assert [p["iteration"] for p in resumed.train_result.curve] == list(range(1, 7))

@@ -14,7 +14,14 @@ from study.options import StudyOptions
 from study.spaces import config_key, trial_config
 
 TINY = dict(
-    dense_iters=30, retrain_iters=10, rays_per_step=32, samples=8, eval_views=1, seed=0, max_concurrent=2
+    dense_iters=30,
+    retrain_iters=10,
+    rays_per_step=32,
+    samples=8,
+    eval_views=1,
+    seed=0,
+    max_concurrent=2,
+    allow_weak_dense=True,  # 30 steps do not learn the scene; what is tested here is the search
 )
 
 
@@ -119,6 +126,7 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
         "8",
         "--eval-views",
         "1",
+        "--allow-weak-dense",
         "--out",
         str(out),
     ]

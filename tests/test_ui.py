@@ -42,6 +42,7 @@ def tiny_study(tmp_path_factory):
                 rays_per_step=32,
                 samples=8,
                 eval_views=1,
+                allow_weak_dense=True,
             ),
             echo=lambda line: None,
         )

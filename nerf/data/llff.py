@@ -3,6 +3,14 @@
 poses_bounds.npy is (N, 17): per image a row-major 3x5 matrix [R | t | hwf] whose rotation
 columns are LLFF's [down, right, back] axes and whose last column is (height, width, focal) in
 full-resolution pixels, followed by the near and far depth bounds of that view.
+
+Splits (in file-name order): view i is test when i % 8 == 0, as in nerf-pytorch (--llffhold 8). LLFF
+ships no validation split, and the study must not choose on the test views, so validation is held out
+from the rest: of the non-test views, in order, every 8th starting with the 4th (fern's 20 views: test
+0, 8, 16; validation 4, 13), or starting earlier when fewer than 5 are left, so at least one trains.
+Unlike nerf-pytorch, which trains on every non-test view, validation views are NOT training views:
+train is what is left (about 77% of the views; fern: 15 of 20). A folder of fewer than 3 images is
+refused (one test, one validation and one training view at least).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from nerf.data.scene import Scene, Views
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LLFF_HOLD = 8
-"""Every 8th image (0, 8, 16, ...) is held out as the test split, as in nerf-pytorch (--llffhold 8)."""
+"""Every 8th image (0, 8, 16, ...) is held out as the test split, as in nerf-pytorch (--llffhold 8);
+every 8th of the others is held out as validation (`split_ids`)."""
 BD_FACTOR = 0.75
 """Scene scale such that the nearest depth bound maps to 1 / 0.75 ~ 1.33 scene units."""
 
@@ -41,7 +50,8 @@ def load_llff(
     recenter: move the world so the average camera sits at the origin looking down -z (reference
         default); off only to inspect raw converted poses.
     Poses become OpenGL [right, up, back] camera-to-world, scaled so the nearest bound is ~1.33.
-    Every 8th image is the test split and also the val split. ndc=True, near 0, far 1.
+    Every 8th image is the test split; every 8th of the rest is the val split, disjoint from test and
+    from train (module doc). ndc=True, near 0, far 1.
     """
     root = Path(root)
     downscale = check_downscale(downscale)
@@ -60,25 +70,24 @@ def load_llff(
 
     files, folder_downscale = _image_files(root, downscale, len(raw))
     n = len(files)
-    test_ids = np.arange(n)[::LLFF_HOLD]
-    train_ids = np.array([i for i in range(n) if i % LLFF_HOLD != 0], dtype=np.int64)
-    if train_ids.size == 0:
+    if n < 3:
         raise InputError(
-            f"LLFF folder {str(root)!r} has {n} image(s); "
-            f"allowed: at least 2 (every {LLFF_HOLD}th is held out for test)"
+            f"LLFF folder {str(root)!r} has {n} image(s); allowed: at least 3 "
+            f"(every {LLFF_HOLD}th is held out for test, one of the rest for validation, one trains)"
         )
-    train_ids = train_ids[evenly_spaced(len(train_ids), limit)]
-    test_ids = test_ids[evenly_spaced(len(test_ids), limit)]
+    train_ids, val_ids, test_ids = (ids[evenly_spaced(len(ids), limit)] for ids in split_ids(n))
 
     def views(ids: np.ndarray) -> Views:
         # Downscaling each image as it is read keeps full-resolution photos (~150 MB as float) out of memory.
         images = read_images([files[i] for i in ids], bg, folder_downscale)
         return Views(images=images, poses=poses[ids].astype(np.float32))
 
-    train, test = views(train_ids), views(test_ids)
+    train, val, test = views(train_ids), views(val_ids), views(test_ids)
     height, width = train.images.shape[1:3]
-    if test.images.shape[1:3] != (height, width):
-        h, w = test.images.shape[1:3]
+    for other in (val, test):
+        if other.images.shape[1:3] == (height, width):
+            continue
+        h, w = other.images.shape[1:3]
         raise InputError(
             f"images have mixed sizes: {width}x{height} and {w}x{h} in {str(files[0].parent)!r}; "
             "allowed: one size (W x H)"
@@ -88,7 +97,7 @@ def load_llff(
     return Scene(
         name=root.resolve().name,
         train=train,
-        val=test,
+        val=val,
         test=test,
         height=int(height),
         width=int(width),
@@ -98,6 +107,17 @@ def load_llff(
         background=bg,
         ndc=True,
     )
+
+
+def split_ids(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test view indices of n >= 3 views, disjoint: test every LLFF_HOLD-th view
+    from 0; validation every LLFF_HOLD-th of the others from the 4th of them (from an earlier one when
+    fewer than 5 are left, so that at least one trains); train the rest."""
+    test = np.arange(0, n, LLFF_HOLD)
+    rest = np.array([i for i in range(n) if i % LLFF_HOLD], dtype=np.int64)
+    val = rest[min(LLFF_HOLD // 2 - 1, len(rest) - 2) :: LLFF_HOLD]
+    train = np.setdiff1d(rest, val)
+    return train, val, test
 
 
 def llff_to_opengl(poses_bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
