@@ -43,7 +43,7 @@ from nerf.model import ModelConfig, NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import build_rays_table
 from nerf.render import RenderConfig
-from nerf.silhouettes import Silhouettes, carves
+from nerf.silhouettes import Silhouettes
 from nerf.train import TrainConfig, TrainState, train
 from pruning import PruneSpec, prune
 
@@ -200,7 +200,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> tuple[dict, NeRFMLP, Occupa
         checkpoint_every=args.eval_every,
         on_checkpoint=on_checkpoint,
         occupancy_config=occupancy_config(args),
-        silhouettes=Silhouettes.of(scene) if carves(render, occupancy_config(args)) else None,
+        silhouettes=Silhouettes.of(scene) if occupancy_config(args).carves(render.sampling) else None,
     )
     score(args.steps, result.train_seconds, result.occupancy)
     reached = next((e for e in evals if e["psnr"] >= args.target), None)

@@ -28,23 +28,6 @@ def resolve_device(name: str) -> torch.device:
     raise InputError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
-def check_precision(name: str) -> None:
-    """Refuse an unknown precision name without resolving `auto` (which may measure for a second)."""
-    if name not in PRECISIONS:
-        raise InputError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
-
-
-def resolve_precision(name: str, device: torch.device) -> Precision:
-    """'auto' is the precision measured fastest for the MLP on this device (see nerf.precision): the
-    first call per machine times it (about a second on a CPU), later ones read the cached verdict."""
-    check_precision(name)
-    if name != "auto":
-        return name  # type: ignore[return-value]
-    from nerf.precision import auto_precision  # it imports this module
-
-    return auto_precision(device)
-
-
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     """Matrix products in the reduced precision; the encoding, rendering and loss stay float32."""
     if precision == "fp32":

@@ -11,9 +11,10 @@ from torch.nn import functional as F
 
 from nerf.data.images import evenly_spaced
 from nerf.data.scene import Scene
-from nerf.device import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
+from nerf.device import autocast, keep_freed_cpu_memory, resolve_device
 from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyGrid
+from nerf.precision import resolve_precision
 from nerf.rays import view_rays
 from nerf.render import RenderConfig, render_rays
 from nerf.train import mse_to_psnr, to_tensor

@@ -22,7 +22,7 @@ from nerf.model import ModelConfig, NeRFMLP, count_nonzero_parameters, count_par
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import build_rays_table
 from nerf.render import RenderConfig
-from nerf.silhouettes import Silhouettes, carves
+from nerf.silhouettes import Silhouettes
 from nerf.train import StepStats, TrainConfig, TrainResult, train
 
 
@@ -226,7 +226,7 @@ def run_dense(
         fine_model=fine,
         on_step=on_step,
         occupancy_config=config.occupancy,
-        silhouettes=Silhouettes.of(scene) if carves(config.render, config.occupancy) else None,
+        silhouettes=Silhouettes.of(scene) if config.occupancy.carves(config.render.sampling) else None,
     )
     scored = {
         split: evaluate(

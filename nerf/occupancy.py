@@ -171,6 +171,11 @@ class OccupancyConfig:
             if not ok:
                 raise InputError(f"occupancy {name} {value!r} is invalid; it must be {allowed}")
 
+    def carves(self, sampling: str) -> bool:
+        """Whether training with this grid config and render `sampling` carves the grid with the training
+        views' silhouettes (`nerf.silhouettes`): only a run that keeps a grid, with carving on."""
+        return sampling == "occupancy" and self.carve
+
 
 def density_threshold(opacity: float, step: float) -> float:
     """The density whose opacity over one step of `step` length is `opacity`: -ln(1 - alpha) / step."""

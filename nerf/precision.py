@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from common.errors import InputError
 from nerf.device import PRECISIONS, Precision, autocast, synchronize
 from nerf.model import ModelConfig, NeRFMLP, flops_per_point
 
@@ -368,3 +369,18 @@ def precision_report(
 def auto_precision(device: torch.device) -> Precision:
     """The precision `auto` resolves to on `device` (see `precision_report`)."""
     return precision_report(device)["auto"]
+
+
+def check_precision(name: str) -> None:
+    """Refuse an unknown precision name without resolving `auto` (which may measure for a second)."""
+    if name not in PRECISIONS:
+        raise InputError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """'auto' is the precision measured fastest for the MLP on this device (`auto_precision`): the first
+    call per machine times it (about a second on a CPU), later ones read the cached verdict."""
+    check_precision(name)
+    if name != "auto":
+        return name  # type: ignore[return-value]
+    return auto_precision(device)

@@ -21,21 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from nerf.data.scene import Scene
-
-if TYPE_CHECKING:
-    from nerf.occupancy import OccupancyConfig
-    from nerf.render import RenderConfig
-
-
-def carves(render: RenderConfig, occupancy: OccupancyConfig) -> bool:
-    """Whether training with these settings keeps a grid that silhouettes would carve."""
-    return render.sampling == "occupancy" and occupancy.carve
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from nerf.device import (
     compiled_for_training,
     keep_freed_cpu_memory,
     resolve_device,
-    resolve_precision,
     synchronize,
 )
 from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
+from nerf.precision import resolve_precision
 from nerf.rays import RaysTable
 from nerf.render import RenderConfig, render_rays
 from nerf.silhouettes import Silhouettes

@@ -36,7 +36,7 @@ from nerf.model import NeRFMLP
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
-from nerf.silhouettes import Silhouettes, carves
+from nerf.silhouettes import Silhouettes
 from nerf.train import StepStats, TrainConfig, TrainResult, TrainState, train
 from pruning.edge import masks_enforced
 from pruning.sparse import sparse_size_bytes
@@ -175,7 +175,7 @@ def prune_retrain_evaluate(
             occupancy=occupancy,
             occupancy_config=occupancy_config,
             silhouettes=Silhouettes.of(scene)
-            if occupancy is None and carves(render, occupancy_config)
+            if occupancy is None and occupancy_config.carves(render.sampling)
             else None,
         )
     grid = train_result.occupancy

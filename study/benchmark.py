@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from nerf.data.scene import Scene
-from nerf.device import PRECISIONS, resolve_device, resolve_precision, synchronize
+from nerf.device import PRECISIONS, resolve_device, synchronize
 from nerf.evaluate import EvalConfig, evaluate
 from nerf.model import ModelConfig, NeRFMLP, flops_per_point
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
+from nerf.precision import resolve_precision
 from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
-from nerf.silhouettes import Silhouettes, carves
+from nerf.silhouettes import Silhouettes
 from nerf.train import StepStats, TrainConfig, train
 
 
@@ -239,7 +240,7 @@ def measure_time_to_psnr(
             config=config,
             on_step=on_step,
             silhouettes=Silhouettes.of(scene)
-            if carves(render, OccupancyConfig())
+            if OccupancyConfig().carves(render.sampling)
             else None,  # as `study dense`
         )
     last = curve[-1]

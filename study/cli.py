@@ -189,7 +189,8 @@ def dense(
             ),
             eval=EvalConfig(max_views=None if eval_all else eval_views),
         )
-        from nerf.device import check_precision, resolve_device
+        from nerf.device import resolve_device
+        from nerf.precision import check_precision
 
         check_precision(precision)  # refuse bad values before loading data (without measuring)
         resolve_device(device)

@@ -418,8 +418,9 @@ def render_comparison(
 
     from nerf.checkpoint import load_checkpoint
     from nerf.data.images import evenly_spaced
-    from nerf.device import resolve_device, resolve_precision
+    from nerf.device import resolve_device
     from nerf.evaluate import render_view
+    from nerf.precision import resolve_precision
     from nerf.render import RenderConfig
 
     picks = [

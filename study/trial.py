@@ -179,9 +179,10 @@ def rung_objectives(
     """The objectives of a trial mid-retraining, as the early-stopping scheduler compares them: PSNR of
     the network as it stands on the study's fixed validation rays (not the test views: selection must
     not see them), seconds per 1k retraining steps so far, and size (known from the pruning on)."""
-    from nerf.device import resolve_device, resolve_precision
+    from nerf.device import resolve_device
     from nerf.evaluate import render_in_chunks
     from nerf.occupancy import OccupancyGrid
+    from nerf.precision import resolve_precision
     from nerf.train import mse_to_psnr, to_tensor
 
     dev = resolve_device(device)

@@ -12,9 +12,8 @@ import torch
 
 from common.errors import InputError
 from nerf import precision
-from nerf.device import resolve_precision
 from nerf.model import ModelConfig
-from nerf.precision import Workload, cache_path, machine_key, precision_report
+from nerf.precision import Workload, cache_path, machine_key, precision_report, resolve_precision
 
 CPU = torch.device("cpu")
 # forward + backward of this is a few milliseconds: real timings without the real second
