@@ -23,6 +23,7 @@ from common.errors import InputError
 from pruning.strategies import STRATEGIES
 from study.data_cli import data_app
 from study.options import StudyOptions, option_help
+from study.schema import STATUSES
 from study.spaces import SPACES, get_space
 from study.store import StudyFolder
 
@@ -406,7 +407,7 @@ def print_outcome(
     from study.results import front_table
 
     summary = folder.summary()
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("COMPLETE", "STOPPED", "FAILED")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     wall = f", wall {wall_seconds:.0f} s" if wall_seconds is not None else ""
     typer.echo(
         f"{counts['COMPLETE']} trials complete, {counts['STOPPED']} stopped early, {counts['FAILED']} "

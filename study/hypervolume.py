@@ -37,7 +37,6 @@ from optuna._hypervolume import compute_hypervolume
 
 Point = tuple[float, float, float]
 """(psnr in dB, train_time in s per 1k iterations, size_mb in MB)."""
-OBJECTIVES = ("psnr", "train_time", "size_mb")
 
 
 @dataclass(frozen=True)

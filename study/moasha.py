@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from study.objectives import MODES, OBJECTIVES
+
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
-
-OBJECTIVES = ("psnr", "train_time", "size_mb")
-MODES = ("max", "min", "min")
 
 
 def rung_milestones(max_iters: int, eta: float, *, min_iters: int | None = None) -> tuple[int, ...]:

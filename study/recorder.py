@@ -22,7 +22,7 @@ from ray import tune
 from study import chaos
 from study.hypervolume import ReferencePoint
 from study.results import fmt, front, hypervolume_after
-from study.schema import Status, build_row
+from study.schema import STATUSES, Status, build_row
 from study.search import StudySearcher
 from study.store import StudyFolder, TrialLog
 from study.tracking import RecordSync, trial_run_name
@@ -75,7 +75,7 @@ class TrialRecorder:
 
     def progress(self, row: dict, running: int) -> None:
         rows = self.log.rows()
-        counts = {s: sum(r["status"] == s for r in rows) for s in ("COMPLETE", "STOPPED", "FAILED")}
+        counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
         summary = ", ".join(
             f"{trial_run_name(r)} {r['psnr']:.2f}dB/{r['train_time']:.0f}s/{r['size_mb']:.2f}MB"
             for r in front(rows)[:4]

@@ -29,6 +29,7 @@ from study.options import (
     validate_options,
     with_saved_options,
 )
+from study.schema import STATUSES
 from study.spaces import Budget, SearchSpace, paper_grid, paper_points
 from study.store import STUDY_FORMAT, StudyFolder, TrialLog
 
@@ -552,7 +553,7 @@ def finish_outputs(
     try:
         sync.tracker.log_study_outputs(
             paths,
-            {s.lower(): sum(r["status"] == s for r in rows) for s in ("COMPLETE", "STOPPED", "FAILED")},
+            {s.lower(): sum(r["status"] == s for r in rows) for s in STATUSES},
             hypervolume_after(rows, ReferencePoint.from_dict(reference)) if reference else [],
         )
         aliases = sync.tracker.register_front(folder.study_name(summary), front(rows), synced_runs(folder))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
 Source = Literal["config", "objective", "metric", "run", "derived"]
 Status = Literal["COMPLETE", "STOPPED", "FAILED"]
-STATUSES: tuple[str, ...] = ("COMPLETE", "STOPPED", "FAILED")
+STATUSES: tuple[str, ...] = get_args(Status)
 """COMPLETE: ran its whole retraining budget. STOPPED: the scheduler stopped it at a rung (its final
 objectives are unknown; its rung objectives are kept). FAILED: raised or diverged after its retries."""
 

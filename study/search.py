@@ -22,10 +22,9 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study.objectives import MODES, OBJECTIVES
 from study.spaces import config_key
-from study.store import MODES, OBJECTIVES
 
-SAMPLERS = ("tpe", "nsga2", "random")
 Outcome = tuple[str, list[float] | None]
 """(Optuna state name, objective values) of a measured configuration."""
 OPTUNA_STATE = {"COMPLETE": "COMPLETE", "STOPPED": "PRUNED", "FAILED": "FAIL"}
@@ -123,8 +122,3 @@ class StudySearcher(OptunaSearch):
         for ot_trial in [self._ot_trials.pop(trial_id, None), *self.waiting_repeats.pop(key, [])]:
             if ot_trial is not None:
                 self._ot_study.tell(ot_trial, values, state=optuna.trial.TrialState[state])
-
-
-def flat_define_for(space, sampler: str):
-    """NSGA-II's crossover and mutation need parameters common to all trials: its flat variant."""
-    return space.flat_define if sampler == "nsga2" and space.flat_define else space.define

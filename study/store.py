@@ -22,9 +22,6 @@ from typing import Any
 from common.errors import InputError
 
 STUDY_FORMAT = "nerf-prune-study/1"
-OBJECTIVES = ("psnr", "train_time", "size_mb")
-"""Maximised, minimised, minimised: the names Optuna, MLflow and the table give the three objectives."""
-MODES = ("max", "min", "min")
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:

@@ -40,8 +40,8 @@ from nerf.render import RenderConfig
 from nerf.train import TrainConfig
 from pruning import PrunedRun, PruneSpec, prune_retrain_evaluate
 from study.dense_cache import DenseModel
+from study.objectives import OBJECTIVES
 from study.spaces import Budget
-from study.store import OBJECTIVES
 
 STATE_FILE = "retrain_state.pt"
 RESULT_FILE = "result.json"
