@@ -18,8 +18,10 @@ the front); the adapter only returns STOP, and the driver's searcher reports tho
 `MOASHA` is the pure-Python core (also driven by `study.replay` in simulated time); `MOASHAScheduler` is
 the Ray Tune adapter.
 
-Why one module of ~380 lines: the pure rule (`MOASHA`, tested without Ray and replayed by
-`replay`) and its Ray Tune shell with the durable decision log (`rungs.jsonl`) change together.
+The NSGA-II order itself (non-dominated sort, crowding distance, first front) lives with every other
+dominance question of the study in `study.objectives`. The pure rule (`MOASHA`, tested without Ray and
+replayed by `replay`) and its Ray Tune shell with the durable decision log (`rungs.jsonl`) change
+together, hence one module.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from study.objectives import MODES, OBJECTIVES
+from study.objectives import MODES, OBJECTIVES, on_first_front, rank, signs
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -55,65 +57,6 @@ def rung_milestones(max_iters: int, eta: float, *, min_iters: int | None = None)
             rungs.append(rung)
         k += 1
     return tuple(sorted(rungs))
-
-
-def nondominated_sort(objs: np.ndarray) -> list[list[int]]:
-    """Fronts of row indices (ascending within a front) of an (n, m) array, all objectives minimised."""
-    objs = np.asarray(objs, dtype=float)
-    n = objs.shape[0]
-    if n == 0:
-        return []
-    no_worse = np.all(objs[:, None, :] <= objs[None, :, :], axis=2)
-    better = np.any(objs[:, None, :] < objs[None, :, :], axis=2)
-    dominates = no_worse & better  # [i, j]: i dominates j
-    dominators = dominates.sum(axis=0)
-    remaining = np.ones(n, dtype=bool)
-    fronts: list[list[int]] = []
-    while remaining.any():
-        front = np.flatnonzero(remaining & (dominators == 0))
-        fronts.append(front.tolist())
-        remaining[front] = False
-        dominators = dominators - dominates[front].sum(axis=0)
-    return fronts
-
-
-def crowding_distance(objs: np.ndarray, front: Sequence[int]) -> np.ndarray:
-    """NSGA-II crowding distance of each member of `front` (in its order): the sum over objectives of
-    the normalised gap between its neighbours; the extremes of every objective are infinite."""
-    values = np.asarray(objs, dtype=float)[list(front)]
-    distance = np.zeros(len(front))
-    if len(front) <= 2:
-        return np.full(len(front), np.inf)
-    for column in values.T:
-        order = np.argsort(column, kind="stable")  # stable: equal values keep arrival order
-        span = column[order[-1]] - column[order[0]]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if span > 0:
-            distance[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / span
-    return distance
-
-
-def rank(objs: np.ndarray) -> list[int]:
-    """Row indices best first: front, then crowding distance (larger first), then row (arrival) order.
-    Rows with a non-finite objective (a diverged trial) come last, in arrival order."""
-    objs = np.asarray(objs, dtype=float)
-    finite = np.flatnonzero(np.all(np.isfinite(objs), axis=1))
-    order: list[int] = []
-    for front in nondominated_sort(objs[finite]):
-        crowding = crowding_distance(objs[finite], front)
-        order += [int(finite[front[j]]) for j in sorted(range(len(front)), key=lambda j: (-crowding[j], j))]
-    finite_rows = set(finite.tolist())
-    return order + [i for i in range(objs.shape[0]) if i not in finite_rows]
-
-
-def on_first_front(objs: np.ndarray, index: int) -> bool:
-    """No other row (finite) dominates row `index` (all objectives minimised)."""
-    row = objs[index]
-    if not np.all(np.isfinite(row)):
-        return False
-    others = objs[np.all(np.isfinite(objs), axis=1)]
-    dominated = np.all(others <= row, axis=1) & np.any(others < row, axis=1)
-    return not bool(dominated.any())
 
 
 @dataclass(frozen=True)
@@ -154,7 +97,7 @@ class MOASHA:
         self.objectives = tuple(objectives)
         self.modes = tuple(modes)
         # maximised objectives are negated once, here: everything below minimises
-        self._signs = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+        self._signs = signs(modes)
         self._rungs: dict[int, list[RungEntry]] = {m: [] for m in self.milestones}
         self._slots: dict[int, dict[str, int]] = {m: {} for m in self.milestones}
         """Per rung: trial id -> its entry's index (arrival order)."""

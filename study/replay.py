@@ -58,7 +58,7 @@ from ray.tune.search import Searcher
 
 from study.hypervolume import Point, ReferencePoint, hypervolume
 from study.moasha import MOASHA, rung_milestones
-from study.results import dominates
+from study.objectives import dominates
 from study.spaces import STRATEGIES, canonical_config, config_key, trial_config
 
 if TYPE_CHECKING:

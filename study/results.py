@@ -17,16 +17,10 @@ import pyarrow.parquet as pq
 
 from study import chaos
 from study.hypervolume import ReferencePoint, as_point, hypervolume
+from study.objectives import dominates
 from study.schema import arrow_schema, table_columns
 from study.store import StudyFolder, write_atomic
 from study.tracking import trial_run_name
-
-
-def dominates(a: dict, b: dict) -> bool:
-    """a is no worse in every objective (psnr up, train_time down, size_mb down) and better in one."""
-    no_worse = a["psnr"] >= b["psnr"] and a["train_time"] <= b["train_time"] and a["size_mb"] <= b["size_mb"]
-    better = a["psnr"] > b["psnr"] or a["train_time"] < b["train_time"] or a["size_mb"] < b["size_mb"]
-    return no_worse and better
 
 
 def pareto_flags(rows: list[dict]) -> list[bool]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from study.objectives import dominates
 from study.options import StudyOptions
-from study.results import dominates
 from study.runner import launch
 
 TOY = dict(
