@@ -51,14 +51,12 @@ def log(message: str) -> None:
 
 
 def measure(args: argparse.Namespace, precision: str, sampling: str) -> dict:
-    defaults = TrainConfig()
     config = DenseConfig(
         data=DataConfig(args.data, downscale=args.downscale),
         render=RenderConfig(sampling=sampling),
         train=TrainConfig(
             iterations=args.steps,
             rays_per_step=256,  # study dense's default
-            lr=defaults.lr,
             seed=args.seed,
             precision=precision,
             device=args.device,

@@ -158,14 +158,17 @@ def run_metrics(train_result: TrainResult, eval_result: EvalResult) -> dict:
     }
 
 
-def held_out_metrics(test: EvalResult) -> dict:
-    """The held-out test views' scores: reported, never used to choose anything (`psnr` and `ssim` are
-    the validation views')."""
+def scored_metrics(train_result: TrainResult, validated: EvalResult, tested: EvalResult) -> dict:
+    """A run's measurements: `psnr`, `ssim` and the rest of `run_metrics` from the validation views, what
+    a study chooses by; `test_*` from the held-out test views, reported and never used to choose;
+    `eval_seconds` of both."""
     return {
-        "test_psnr": test.psnr,
-        "test_ssim": test.ssim,
-        "test_views": test.view_indices,
-        "test_per_view_psnr": test.per_view_psnr,
+        **run_metrics(train_result, validated),
+        "test_psnr": tested.psnr,
+        "test_ssim": tested.ssim,
+        "test_views": tested.view_indices,
+        "test_per_view_psnr": tested.per_view_psnr,
+        "eval_seconds": validated.seconds + tested.seconds,
     }
 
 
@@ -244,8 +247,7 @@ def run_dense(
     metrics = {
         "scene": scene.name,
         "resolution": [scene.height, scene.width],
-        **run_metrics(train_result, scored["val"]),
-        **held_out_metrics(scored["test"]),
+        **scored_metrics(train_result, scored["val"], scored["test"]),
         "constant_psnr": constant_colour_psnr(scene, replace(config.eval, split="val")),
         **model_metrics(model, fine),
         "precision_choice": precision_choice(config.train.precision, config.train.device),

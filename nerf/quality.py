@@ -20,11 +20,15 @@ def weak_model(metrics: dict, *, min_gain_db: float = MIN_GAIN_DB) -> str | None
     if floor is None or psnr >= float(floor) + min_gain_db:
         return None
     precision, sampling = metrics.get("precision", "?"), metrics.get("sampling", "vanilla")
-    tries = ["more iterations"]
-    if precision != "fp32":
-        tries.insert(0, "--precision fp32")
-    if sampling != "vanilla":
-        tries.insert(1 if precision != "fp32" else 0, "--sampling vanilla")
+    tries = [
+        advice
+        for advice, helps in (
+            ("--precision fp32", precision != "fp32"),
+            ("--sampling vanilla", sampling != "vanilla"),
+            ("more iterations", True),
+        )
+        if helps
+    ]
     return (
         f"the dense model failed to learn the scene: {psnr:.2f} dB on the validation views, "
         f"{psnr - float(floor):+.2f} dB against a constant-colour image ({float(floor):.2f} dB; it must "

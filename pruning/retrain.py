@@ -2,7 +2,7 @@
 
 Both the coarse and (if present) the fine network are pruned with the same spec; edge masks are held
 during retraining and released after it. Metrics carry the same fields as a dense run's
-(nerf.experiment.run_metrics + model_metrics) plus the pruning configuration and its outcome.
+(nerf.experiment.scored_metrics + model_metrics) plus the pruning configuration and its outcome.
 
 Two scores, kept apart: `psnr`/`ssim` (and `pre_retrain_psnr`) are measured on the scene's VALIDATION
 views, and are what the study chooses by (the objective, the scheduler, the front, the registry);
@@ -25,11 +25,10 @@ from nerf.data.scene import Scene
 from nerf.evaluate import EvalConfig, EvalResult, evaluate
 from nerf.experiment import (
     DataConfig,
-    held_out_metrics,
     machine_info,
     model_metrics,
     precision_choice,
-    run_metrics,
+    scored_metrics,
     write_run,
 )
 from nerf.model import NeRFMLP
@@ -56,7 +55,7 @@ class PrunedRun:
     train_result: TrainResult
     pruned: list[PruneResult]
     """The coarse network's pruning, then the fine one's if any."""
-    val_result: EvalResult | None = None
+    val_result: EvalResult
     """Evaluation of the VALIDATION views after retraining: metrics' psnr/ssim, what the study chooses by."""
 
 
@@ -183,7 +182,7 @@ def prune_retrain_evaluate(
     metrics = {
         "scene": scene.name,
         "resolution": [scene.height, scene.width],
-        **scores(train_result, validated, tested),
+        **scored_metrics(train_result, validated, tested),
         **model_metrics(coarse, fine),
         "precision_choice": precision_choice(retrain.precision, retrain.device),
         **pruning_metrics(spec, seed, pruned, model, fine_model),
@@ -203,16 +202,6 @@ def prune_retrain_evaluate(
         pruned=pruned,
         val_result=validated,
     )
-
-
-def scores(train_result: TrainResult, validated: EvalResult, tested: EvalResult) -> dict:
-    """The run's measurements: `psnr`/`ssim` and the rest of nerf.experiment.run_metrics from the
-    validation views; `test_*` from the test views; evaluation seconds of both."""
-    return {
-        **run_metrics(train_result, validated),
-        **held_out_metrics(tested),
-        "eval_seconds": validated.seconds + tested.seconds,
-    }
 
 
 def pruning_metrics(
