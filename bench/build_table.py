@@ -4,9 +4,9 @@ budget, its objectives recorded at every early-stopping rung and at the end.
     python bench/build_table.py [--data ../shared/data/nerf_synthetic/lego --downscale 8]
         [--retrain-iters 270] [--workers 2] [--out bench/tables/lego50.parquet]
 
-The table (`study.replay`'s schema; a few tens of kB) is kept in the repository with the command and the
+The table (`study.search.table`'s schema; a few tens of kB) is kept in the repository with the command and the
 machine that made it, and `bench/search_efficiency.py` replays whole studies against it in seconds. Each
-configuration runs exactly as a study's trial does (`study.trial.execute_trial`, one thread per worker,
+configuration runs exactly as a study's trial does (`study.run.trial.execute_trial`, one thread per worker,
 the dense model and its occupancy grid shared), rung objectives measured as MOASHA sees them: PSNR on
 the study's fixed validation rays, seconds per 1k steps so far, size. Resumable: rows already in
 --out are kept and not run again.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from study.spaces import config_key, trial_config  # noqa: E402
+from study.search.space import config_key, trial_config  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 WIDTHS = (16, 32, 48, 64, 96, 128, 160, 192, 224)
@@ -83,7 +83,7 @@ def _init(payload: dict) -> None:
 
 
 def run_one(config: dict) -> dict:
-    from study.trial import execute_trial
+    from study.run.trial import execute_trial
 
     rungs: list[dict] = []
     start = time.perf_counter()
@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> Path:
     from nerf.data.loader import load_scene
     from nerf.experiment import machine_info
     from nerf.rays import build_rays_table
-    from study.baseline import dense_trial_time, validation_rays
-    from study.dense_cache import load_or_train
-    from study.moasha import rung_milestones
-    from study.options import StudyOptions
-    from study.replay import SCHEMA, with_metadata
-    from study.runner import dense_config
-    from study.spaces import Budget
-    from study.trial import TrialSettings
+    from study.run.dense import dense_config
+    from study.run.dense_cache import load_or_train
+    from study.run.options import StudyOptions
+    from study.run.reference import dense_trial_time, validation_rays
+    from study.run.trial import TrialSettings
+    from study.search.moasha import rung_milestones
+    from study.search.space import Budget
+    from study.search.table import SCHEMA, with_metadata
 
     args = parse_args(argv)
     budget = Budget(

@@ -14,7 +14,7 @@ Sections (each within the time left of --budget-s; one that does not fit says so
 5. Time to 21.5 and to 25 dB test PSNR on lego at 100 px (dense model, study dense's sampling), wall
    and steps, the model's first steps (compilation, if any) stated apart.
 6. One trial per strategy at widths 64 and 128 (edge at threshold 0.05) on that dense model, retrained
-   2,000 steps each through `study.trial.execute_trial`: PSNR, seconds per 1k steps, size.
+   2,000 steps each through `study.run.trial.execute_trial`: PSNR, seconds per 1k steps, size.
 
 Data: `../shared` does not travel to the GPU machine; `python bench/pack_lego.py` writes lego at 100 px
 into gpu_data/lego_100 (ignored by git, a few MB) for `run(carry=["gpu_data"])`.
@@ -107,7 +107,7 @@ def gpu_tests(quick: bool) -> dict:
 
 
 def peaks(device: torch.device, quick: bool) -> dict:
-    from study.benchmark import matmul_peak_gflops
+    from study.measure.step_time import matmul_peak_gflops
 
     names = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     n = 512 if quick else (8192 if device.type == "cuda" else 2048)
@@ -118,7 +118,7 @@ def peaks(device: torch.device, quick: bool) -> dict:
 
 
 def steps(scene, device: torch.device, quick: bool, peak: dict) -> dict:
-    from study.benchmark import StepBenchConfig, run_step_bench
+    from study.measure.step_time import StepBenchConfig, run_step_bench
 
     precision = "bf16" if device.type == "cuda" else "fp32"
     config = StepBenchConfig(
@@ -276,9 +276,9 @@ def time_to_quality(scene, device: str, quick: bool, out: Path) -> tuple[dict, o
 def trials(scene, dense, grid: dict | None, device: str, quick: bool) -> dict:
     from nerf.rays import build_rays_table
     from pruning import STRUCTURED
-    from study.dense_cache import DenseModel
-    from study.spaces import Budget, trial_config
-    from study.trial import TrialSettings, execute_trial
+    from study.run.dense_cache import DenseModel
+    from study.run.trial import TrialSettings, execute_trial
+    from study.search.space import Budget, trial_config
 
     as_numpy = {k: v.detach().cpu().numpy() for k, v in dense.state_dict().items()}
     model = DenseModel(

@@ -3,9 +3,10 @@
     python bench/search_efficiency.py [--table bench/tables/lego50.parquet] [--seeds 10] [--workers 2] [--json]
 
 For each search set-up (random search, TPE, NSGA-II, TPE with MOASHA) and each seed, the project's own
-searcher (`study.search.StudySearcher`, repeat guard included) and scheduler core (`study.moasha.MOASHA`)
-search the table's own discrete version of the `full` space (`study.replay.table_space`), asynchronous
-workers in simulated time charged the table's measured durations (`study.replay.simulate`). Printed: the
+searcher (`study.search.searcher.StudySearcher`, repeat guard included) and scheduler core
+(`study.search.moasha.MOASHA`)
+search the table's own discrete version of the `full` space (`study.search.table.table_space`), asynchronous
+workers in simulated time charged the table's measured durations (`study.search.replay.simulate`). Printed: the
 median over seeds of the hypervolume reached at fractions of the whole grid's compute, over the
 hypervolume of the whole grid's front. `--json` prints one object with `grid_hypervolume`,
 `grid_compute` and, per set-up, `hv_fraction_at_30pct` (and the other fractions).
@@ -26,9 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
-from study.moasha import MOASHA  # noqa: E402
-from study.replay import bench_metadata, hv_at, load_table, simulate, table_space  # noqa: E402
-from study.search import StudySearcher, make_sampler  # noqa: E402
+from study.search.moasha import MOASHA  # noqa: E402
+from study.search.replay import hv_at, simulate  # noqa: E402
+from study.search.searcher import StudySearcher, make_sampler  # noqa: E402
+from study.search.table import bench_metadata, load_table, table_space  # noqa: E402
 
 SETUPS = ("random", "tpe", "nsga2", "tpe_moasha")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)

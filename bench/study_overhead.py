@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: F401  (before Ray: a lazy torch import inside Tune's loggers once failed to load)
 
-from study.overhead import measure_study_overhead
+from study.measure.overhead import measure_study_overhead
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def timed(args: tuple) -> float:
 
     torch.set_num_threads(threads)
     from nerf.experiment import DataConfig
-    from study.benchmark import StepBenchConfig, step_seconds
+    from study.measure.step_time import StepBenchConfig, step_seconds
 
     scene = DataConfig(data, downscale=downscale).load()
     return step_seconds(scene, width, "fp32", StepBenchConfig(**config_kwargs))[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from typing import Literal
 
 import torch
@@ -82,8 +83,6 @@ def keep_freed_cpu_memory() -> bool:
         return _heap_kept
     _heap_kept = False
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         _heap_kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):

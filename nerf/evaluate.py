@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from nerf.data.images import evenly_spaced
@@ -158,7 +160,6 @@ def evaluate(
     occupancy: OccupancyGrid | None = None,
 ) -> EvalResult:
     """Render and score the config's views; with an occupancy grid, packed (empty space skipped)."""
-    import time
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -230,7 +231,6 @@ def save_renders(
 
 def save_pair_png(prediction: np.ndarray, target: np.ndarray, path: Path) -> Path:
     """Prediction beside ground truth, (H, 2W, 3) 8-bit PNG."""
-    from PIL import Image
 
     pair = np.concatenate([prediction, target], axis=1)
     Image.fromarray((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)

@@ -17,9 +17,11 @@ from nerf.checkpoint import CHECKPOINT_NAME, save_checkpoint, state_dict_bytes
 from nerf.data.images import check_downscale
 from nerf.data.loader import load_scene
 from nerf.data.scene import Scene
+from nerf.device import resolve_device
 from nerf.evaluate import EvalConfig, EvalResult, constant_colour_psnr, evaluate, save_renders
 from nerf.model import ModelConfig, NeRFMLP, count_nonzero_parameters, count_parameters, flops_per_point
 from nerf.occupancy import OccupancyConfig, OccupancyGrid
+from nerf.precision import precision_report
 from nerf.rays import build_rays_table
 from nerf.render import RenderConfig
 from nerf.silhouettes import Silhouettes
@@ -127,8 +129,6 @@ def precision_choice(precision: str, device: str) -> dict | None:
     precision was given."""
     if precision != "auto":
         return None
-    from nerf.device import resolve_device
-    from nerf.precision import precision_report
 
     return precision_report(resolve_device(device))
 

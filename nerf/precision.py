@@ -10,6 +10,7 @@ the verdict in memory for the process and in `<cache root>/precision.json` for l
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -283,10 +284,8 @@ def _exclusive(folder: Path) -> Iterator[None]:
     (another OS, a file system refusing it) or after LOCK_WAIT_S, go ahead unlocked: the atomic replace
     still keeps the file whole."""
     try:
-        import fcntl
-
         fd = os.open(folder / (CACHE_FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except (ImportError, OSError):
+    except OSError:
         yield
         return
     try:

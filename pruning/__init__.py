@@ -8,6 +8,7 @@ or MLflow.
 
 from __future__ import annotations
 
+from pruning.checkpoint import RetrainCheckpoint
 from pruning.edge import edge_masks, edge_prune_, masks_enforced
 from pruning.histogram import save_weight_histogram_png, weight_histogram
 from pruning.retrain import PrunedRun, prune_retrain_evaluate, run_prune
@@ -37,6 +38,7 @@ __all__ = [
     "PruneResult",
     "PruneSpec",
     "PrunedRun",
+    "RetrainCheckpoint",
     "Selection",
     "SelectionStrategy",
     "Strategy",

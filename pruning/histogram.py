@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 
 from pruning.edge import weight_names
@@ -41,8 +43,6 @@ def weight_histogram(model: nn.Module, *, bins: int = 50, max_abs: float = 0.5) 
 def save_weight_histogram_png(model: nn.Module, path: Path, *, bins: int = 50, max_abs: float = 0.5) -> Path:
     """Plot weight_histogram as a bar chart with the paper's thresholds marked; writes a PNG."""
     # an explicit Agg canvas: no pyplot, so no global backend switch for whoever imported us
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     hist = weight_histogram(model, bins=bins, max_abs=max_abs)
     edges = np.asarray(hist["edges"])

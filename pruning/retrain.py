@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from common.errors import InputError
@@ -37,6 +38,7 @@ from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig
 from nerf.silhouettes import Silhouettes
 from nerf.train import StepStats, TrainConfig, TrainResult, TrainState, train
+from pruning.checkpoint import RetrainCheckpoint
 from pruning.edge import masks_enforced
 from pruning.sparse import sparse_size_bytes
 from pruning.spec import PruneResult, PruneSpec, combined_kept_fraction, prune
@@ -71,10 +73,10 @@ def prune_retrain_evaluate(
     eval_config: EvalConfig,
     seed: int,
     on_step: Callable[[StepStats], None] | None = None,
-    resume: dict | None = None,
+    resume: RetrainCheckpoint | None = None,
     checkpoint_every: int = 0,
     checkpoint_at: Collection[int] = (),
-    on_checkpoint: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[RetrainCheckpoint], None] | None = None,
     occupancy: OccupancyGrid | None = None,
     occupancy_config: OccupancyConfig = OccupancyConfig(),
 ) -> PrunedRun:
@@ -90,13 +92,89 @@ def prune_retrain_evaluate(
     learns (the input grid is not modified), and is scored with the refreshed grid after. Without a grid,
     retraining builds one after occupancy_config.warmup_iters vanilla steps.
 
-    Mid-retraining checkpoints: every `checkpoint_every` steps `on_checkpoint` receives a dict of plain
-    tensors and numbers (the pruned weights and the TrainState) that torch.save/load(weights_only=True)
-    round-trip (live tensors: save them during the call); passing it back as `resume` re-prunes
-    (deterministic for the seed, so the same shapes and edge masks) and continues the retraining where it
-    stopped; the TrainState in it carries the occupancy grid as it stood, so a resumed retraining
-    refreshes exactly as an unbroken one.
+    Mid-retraining checkpoints: every `checkpoint_every` steps and at `checkpoint_at`, `on_checkpoint`
+    receives a RetrainCheckpoint (live tensors: save them during the call); passed back as `resume`, it
+    continues the retraining exactly where it stopped (RetrainCheckpoint says how).
     """
+    check_retrain_inputs(scene, render, occupancy)
+    pruned, prune_seconds = prune_networks(model, fine_model, spec, seed)
+    coarse = pruned[0].model
+    fine = pruned[1].model if fine_model is not None else None
+    score = partial(score_split, coarse, fine, scene, render=render, config=eval_config, retrain=retrain)
+    if resume is not None:  # scored before it stopped: continue from its weights, keep its scores
+        before = resume.restore(coarse, fine)
+    else:
+        scored = score("val", occupancy)  # with the dense grid, if any
+        before = (scored.psnr, scored.ssim)
+
+    def save_state(state: TrainState) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(RetrainCheckpoint.capture(coarse, fine, state, before))
+
+    train_result = retrain_pruned(
+        pruned,
+        scene,
+        rays,
+        render=render,
+        retrain=retrain,
+        on_step=on_step,
+        resume=resume.train if resume is not None else None,
+        checkpoint_every=checkpoint_every,
+        checkpoint_at=checkpoint_at,
+        on_checkpoint=save_state,
+        occupancy=occupancy,
+        occupancy_config=occupancy_config,
+    )
+    grid = train_result.occupancy  # scored with the refreshed grid from here on
+    validated, tested = score("val", grid), score("test", grid)  # the test score is reported, never chosen by
+    run = PrunedRun(coarse, fine, {}, tested, train_result, pruned, validated)
+    run.metrics = retrain_metrics(
+        run,
+        (model, fine_model),
+        scene,
+        spec,
+        seed,
+        retrain,
+        before=before,
+        resumed_from=resume.train.iteration if resume is not None else 0,
+        prune_seconds=prune_seconds,
+        inherited_occupancy=occupancy is not None,
+    )
+    return run
+
+
+def retrain_metrics(
+    run: PrunedRun,
+    inputs: tuple[NeRFMLP, NeRFMLP | None],
+    scene: Scene,
+    spec: PruneSpec,
+    seed: int,
+    retrain: TrainConfig,
+    *,
+    before: tuple[float, float],
+    resumed_from: int,
+    prune_seconds: float,
+    inherited_occupancy: bool,
+) -> dict:
+    """A pruned run's metrics: a dense run's fields (nerf.experiment), then the pruning's (with the
+    input networks it started from) and the retraining's."""
+    return {
+        "scene": scene.name,
+        "resolution": [scene.height, scene.width],
+        **scored_metrics(run.train_result, run.val_result, run.eval_result),
+        **model_metrics(run.model, run.fine_model),
+        "precision_choice": precision_choice(retrain.precision, retrain.device),
+        **pruning_metrics(spec, seed, run.pruned, *inputs),
+        "pre_retrain_psnr": before[0],
+        "pre_retrain_ssim": before[1],
+        "resumed_from_iteration": resumed_from,
+        "prune_seconds": prune_seconds,
+        "curve": run.train_result.curve,
+        "inherited_occupancy": inherited_occupancy,
+    }
+
+
+def check_retrain_inputs(scene: Scene, render: RenderConfig, occupancy: OccupancyGrid | None) -> None:
     if occupancy is not None and render.sampling != "occupancy":
         raise InputError(
             f"an occupancy grid was given but render sampling is {render.sampling!r}; "
@@ -107,101 +185,81 @@ def prune_retrain_evaluate(
             f"scene {scene.name!r} has no validation views; the study scores trials on them (never on "
             f"the test views)"
         )
+
+
+def prune_networks(
+    model: NeRFMLP, fine_model: NeRFMLP | None, spec: PruneSpec, seed: int
+) -> tuple[list[PruneResult], float]:
+    """The coarse network's pruning, then the fine one's if any, and the seconds they took."""
     start = time.perf_counter()
     pruned = [prune(model, spec, seed=seed)]
     if fine_model is not None:
         pruned.append(prune(fine_model, spec, seed=(seed, 1)))  # its own stream, not a copy of coarse's
-    prune_seconds = time.perf_counter() - start
-    coarse = pruned[0].model
-    fine = pruned[1].model if fine_model is not None else None
-    train_state = None
-    if resume is not None:
-        before_psnr, before_ssim = resume["pre_retrain_psnr"], resume["pre_retrain_ssim"]
-        coarse.load_state_dict(resume["model"])
-        if fine is not None:
-            fine.load_state_dict(resume["fine_model"])
-        train_state = TrainState.from_dict(resume["train"])
+    return pruned, time.perf_counter() - start
 
-    grid = occupancy  # what score() renders with: the dense grid before retraining, the refreshed one after
 
-    def score(split: str) -> EvalResult:
-        return evaluate(
-            coarse,
-            scene,
-            render=render,
-            config=replace(eval_config, split=split),
-            device=retrain.device,
-            precision=retrain.precision,
-            fine_model=fine,
-            occupancy=grid,
-        )
+def score_split(
+    coarse: NeRFMLP,
+    fine: NeRFMLP | None,
+    scene: Scene,
+    split: str,
+    occupancy: OccupancyGrid | None,
+    *,
+    render: RenderConfig,
+    config: EvalConfig,
+    retrain: TrainConfig,
+) -> EvalResult:
+    """Evaluate the networks on `split`'s views (config's view count), as retraining runs them."""
+    return evaluate(
+        coarse,
+        scene,
+        render=render,
+        config=replace(config, split=split),
+        device=retrain.device,
+        precision=retrain.precision,
+        fine_model=fine,
+        occupancy=occupancy,
+    )
 
-    if resume is None:
-        before = score("val")
-        before_psnr, before_ssim = before.psnr, before.ssim
 
-    def save_state(state: TrainState) -> None:
-        if on_checkpoint is not None:
-            on_checkpoint(
-                {
-                    "model": coarse.state_dict(),
-                    "model_config": coarse.config.to_dict(),
-                    "fine_model": fine.state_dict() if fine else None,
-                    "fine_model_config": fine.config.to_dict() if fine else None,
-                    "train": state.to_dict(),
-                    "pre_retrain_psnr": before_psnr,
-                    "pre_retrain_ssim": before_ssim,
-                }
-            )
-
+def retrain_pruned(
+    pruned: list[PruneResult],
+    scene: Scene,
+    rays: RaysTable,
+    *,
+    render: RenderConfig,
+    retrain: TrainConfig,
+    on_step: Callable[[StepStats], None] | None,
+    resume: TrainState | None,
+    checkpoint_every: int,
+    checkpoint_at: Collection[int],
+    on_checkpoint: Callable[[TrainState], None],
+    occupancy: OccupancyGrid | None,
+    occupancy_config: OccupancyConfig,
+) -> TrainResult:
+    """Retrain the pruned network(s) in place, their edge masks held through it (released after)."""
     with ExitStack() as stack:
         for result in pruned:
             stack.enter_context(masks_enforced(result.model, result.masks))
-        train_result = train(
-            coarse,
+        carve = occupancy is None and occupancy_config.carves(render.sampling)  # a grid of its own
+        return train(
+            pruned[0].model,
             rays,
             near=scene.near,
             far=scene.far,
             background=scene.background,
             render=render,
             config=retrain,
-            fine_model=fine,
+            fine_model=pruned[1].model if len(pruned) > 1 else None,
             on_step=on_step,
-            resume=train_state,
+            resume=resume,
             checkpoint_every=checkpoint_every,
             checkpoint_at=checkpoint_at,
-            on_checkpoint=save_state,
+            on_checkpoint=on_checkpoint,
             occupancy=occupancy,
             occupancy_config=occupancy_config,
-            silhouettes=Silhouettes.of(scene)
-            if occupancy is None and occupancy_config.carves(render.sampling)
-            else None,
+            silhouettes=Silhouettes.of(scene) if carve else None,
         )
-    grid = train_result.occupancy
-    validated, tested = score("val"), score("test")  # the test score is reported, never chosen by
-    metrics = {
-        "scene": scene.name,
-        "resolution": [scene.height, scene.width],
-        **scored_metrics(train_result, validated, tested),
-        **model_metrics(coarse, fine),
-        "precision_choice": precision_choice(retrain.precision, retrain.device),
-        **pruning_metrics(spec, seed, pruned, model, fine_model),
-        "pre_retrain_psnr": before_psnr,
-        "pre_retrain_ssim": before_ssim,
-        "resumed_from_iteration": train_state.iteration if train_state is not None else 0,
-        "prune_seconds": prune_seconds,
-        "curve": train_result.curve,
-        "inherited_occupancy": occupancy is not None,
-    }
-    return PrunedRun(
-        model=coarse,
-        fine_model=fine,
-        metrics=metrics,
-        eval_result=tested,
-        train_result=train_result,
-        pruned=pruned,
-        val_result=validated,
-    )
 
 
 def pruning_metrics(

@@ -8,8 +8,10 @@ import pytest
 
 from nerf.render import RenderConfig
 from nerf.train import TrainConfig
-from study.benchmark import StepBenchConfig, bench_command, bench_table, measure_time_to_psnr, run_step_bench
-from study.overhead import actor_gaps
+from study.measure.command import bench_table, run_bench
+from study.measure.options import BenchOptions
+from study.measure.overhead import actor_gaps
+from study.measure.step_time import StepBenchConfig, measure_time_to_psnr, run_step_bench
 from tests.test_cli import assert_one_line_error, study
 
 
@@ -141,25 +143,27 @@ def test_bench_times_only_the_precision_asked_for(monkeypatch, one_thread, asked
     """Issue 21: `auto`'s pick was timed beside an explicit precision, so `--precision fp32` gave bf16
     rows too where bf16 wins. The verdict is forced to the other precision, so that the extra rows would
     appear on any machine; `auto` asked for times its pick alone and marks it."""
-    import nerf.precision
+    from study.measure import command
 
     verdict = {"auto": picked, "seconds": {"fp32": 0.02, "bf16": 0.01 if picked == "bf16" else 0.03}}
-    monkeypatch.setattr(nerf.precision, "precision_report", lambda device, force=False: verdict)
-    out = bench_command(
-        data="synthetic",
-        downscale=4,
-        rays=16,
-        samples=4,
-        sampling="vanilla",
-        widths=[16, 8],
-        precisions=(asked,),
-        repeats=1,
-        device="cpu",
-        threads=None,
-        time_to_psnr=None,
-        ttp_iters=1,
-        ttp_rays=1,
-        overhead=False,
+    monkeypatch.setattr(command, "precision_report", lambda device, force=False: verdict)
+    out = run_bench(
+        BenchOptions(
+            data="synthetic",
+            downscale=4,
+            rays=16,
+            samples=4,
+            sampling="vanilla",
+            widths="16,8",
+            precision=asked,
+            repeats=1,
+            device="cpu",
+            threads=None,
+            time_to_psnr=None,
+            ttp_iters=1,
+            ttp_rays=1,
+            overhead=False,
+        )
     )
     timed = picked if asked == "auto" else asked
     assert [(r["width"], r["precision"]) for r in out["rows"]] == [(16, timed), (8, timed)]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from study.replay import bench_metadata, load_table
-from study.spaces import STRATEGIES
+from study.search.space import STRATEGIES
+from study.search.table import bench_metadata, load_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "bench" / "tables" / "lego50.parquet"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -55,17 +57,21 @@ def test_ray_cluster_yaml_passes_rays_validator():
 
 
 @pytest.mark.parametrize(
-    "break_it",
+    ("break_it", "error", "names"),
     [
-        lambda c: c.update(max_wokers=4),  # a typo'd key
-        lambda c: c["available_node_types"]["gpu_worker"].update(min_workers="none"),  # a wrong type
-        lambda c: c.update(head_node_type="cpu_head"),  # an unknown node type
+        (lambda c: c.update(max_wokers=4), jsonschema.ValidationError, "max_wokers"),  # a typo'd key
+        (  # a wrong type
+            lambda c: c["available_node_types"]["gpu_worker"].update(min_workers="none"),
+            jsonschema.ValidationError,
+            "'none' is not of type 'integer'",
+        ),
+        (lambda c: c.update(head_node_type="cpu_head"), ValueError, "head_node_type"),  # an unknown node type
     ],
 )
-def test_a_broken_copy_of_ray_cluster_yaml_fails_validation(break_it):
+def test_a_broken_copy_of_ray_cluster_yaml_fails_validation(break_it, error, names):
     config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
     break_it(config)
-    with pytest.raises(Exception):  # noqa: B017 - Ray's validator raises jsonschema's or its own errors
+    with pytest.raises(error, match=re.escape(names)):  # the error for this break, not any error
         validate_cluster_yaml(config)
 
 

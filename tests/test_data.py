@@ -19,11 +19,7 @@ from nerf.data.llff import llff_to_opengl, load_llff, split_ids
 from nerf.data.npz import load_npz
 from nerf.data.scene import SPLITS
 
-LEGO = Path("/work/shared/data/nerf_synthetic/lego")
 LEGO_ANGLE_X = 0.6911112070083618
-needs_lego = pytest.mark.skipif(
-    not (LEGO / "transforms_train.json").is_file(), reason="lego data not present"
-)
 
 
 @contextmanager
@@ -123,9 +119,8 @@ def test_evenly_spaced():
 # --- Blender ---------------------------------------------------------------------------------------
 
 
-@needs_lego
-def test_blender_lego_downscaled():
-    scene = load_blender(LEGO, downscale=8, limit=2)
+def test_blender_lego_downscaled(lego_path):
+    scene = load_blender(lego_path, downscale=8, limit=2)
     assert scene.name == "lego" and (scene.height, scene.width) == (50, 50)
     assert not scene.ndc and (scene.near, scene.far) == (2.0, 6.0) and scene.background == (1.0, 1.0, 1.0)
     assert math.isclose(scene.focal, 0.5 * 50 / math.tan(0.5 * LEGO_ANGLE_X), rel_tol=1e-4)
@@ -137,20 +132,19 @@ def test_blender_lego_downscaled():
         np.testing.assert_allclose(views.poses[:, 3], np.tile([0, 0, 0, 1], (2, 1)))
 
     # train[0] is the first frame; a 50x50 pixel whose whole 8x8 source block has alpha 0 is exactly white.
-    meta = json.loads((LEGO / "transforms_train.json").read_text())
-    alpha = np.asarray(Image.open(LEGO / (meta["frames"][0]["file_path"] + ".png")))[..., 3]
+    meta = json.loads((lego_path / "transforms_train.json").read_text())
+    alpha = np.asarray(Image.open(lego_path / (meta["frames"][0]["file_path"] + ".png")))[..., 3]
     empty = alpha.reshape(50, 8, 50, 8).max(axis=(1, 3)) == 0
     assert empty.any() and (~empty).any()
     assert np.all(scene.train.images[0][empty] == 1.0)
     np.testing.assert_allclose(scene.train.poses[0], meta["frames"][0]["transform_matrix"], atol=1e-6)
 
 
-@needs_lego
-def test_blender_lego_full_resolution_alpha_zero_pixel_is_background():
-    scene = load_blender(LEGO, limit=1, background=(0.0, 0.0, 0.0))
+def test_blender_lego_full_resolution_alpha_zero_pixel_is_background(lego_path):
+    scene = load_blender(lego_path, limit=1, background=(0.0, 0.0, 0.0))
     assert scene.train.images.shape == (1, 400, 400, 3)
-    meta = json.loads((LEGO / "transforms_train.json").read_text())
-    alpha = np.asarray(Image.open(LEGO / (meta["frames"][0]["file_path"] + ".png")))[..., 3]
+    meta = json.loads((lego_path / "transforms_train.json").read_text())
+    alpha = np.asarray(Image.open(lego_path / (meta["frames"][0]["file_path"] + ".png")))[..., 3]
     assert np.all(scene.train.images[0][alpha == 0] == 0.0)
 
 

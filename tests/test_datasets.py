@@ -24,9 +24,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from common.errors import InputError
+from nerf.data import catalog as datasets
 from nerf.data.loader import load_scene
-from study import datasets
-from study.data_cli import data_app
+from study.cli.data import data_app
 
 # --- archives -------------------------------------------------------------------------------------
 

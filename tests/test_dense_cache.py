@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-import study.dense_cache as dense_cache
+import study.run.dense_cache as dense_cache
 from nerf.experiment import DataConfig, DenseConfig
 from nerf.render import RenderConfig
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from study.hypervolume import (
+from study.search.hypervolume import (
     Point,
     ReferencePoint,
     as_point,

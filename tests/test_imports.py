@@ -1,14 +1,20 @@
 """The package graph: no import circle, and no layer imports one above it (common < nerf < pruning <
-study). Every import counts, the ones inside functions and under TYPE_CHECKING too: a late import hides
-a circle from Python, not from the reader."""
+study, and inside study: its top-level modules < search < record < run < paper < measure < cli). Every
+import counts, the ones inside functions and under TYPE_CHECKING too: a late import hides a circle from
+Python, not from the reader. Library code imports at the top; only the heavy services (ray, mlflow,
+optuna) may be imported inside a function."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("common", "nerf", "pruning", "study")
+STUDY_PACKAGES = ("search", "record", "run", "paper", "measure", "cli")
+"""study's packages, lowest first; its top-level modules (durable, chaos) sit below them all."""
+LATE_IMPORTS_ALLOWED = ("ray", "mlflow", "optuna")
 
 
 def modules() -> dict[str, Path]:
@@ -68,7 +74,7 @@ def cycle_through(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_sees_the_packages_and_their_imports():
     edges = graph()
-    assert {"nerf.occupancy", "nerf.render", "pruning.surgery", "study.runner"} <= set(edges)
+    assert {"nerf.occupancy", "nerf.render", "pruning.surgery", "study.run.runner"} <= set(edges)
     assert "nerf.occupancy" in edges["nerf.render"]  # a known import is found
     assert cycle_through({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle_through({"a": {"b"}, "b": set()}) is None
@@ -88,3 +94,59 @@ def test_no_layer_imports_a_layer_above_it():
         if rank[target.split(".")[0]] > rank[source.split(".")[0]]
     ]
     assert not upward, upward
+
+
+def level(module: str) -> tuple[int, int]:
+    parts = module.split(".")
+    inner = (
+        STUDY_PACKAGES.index(parts[1]) + 1
+        if parts[0] == "study" and parts[1:2] and parts[1] in STUDY_PACKAGES
+        else 0
+    )
+    return LAYERS.index(parts[0]), inner
+
+
+def test_study_packages_import_downward_only():
+    assert level("study.run.runner") > level("study.record.store") > level("study.durable")
+    upward = [
+        f"{source} -> {target}"
+        for source, targets in graph().items()
+        for target in targets
+        if source.startswith("study.") and level(target) > level(source)
+    ]
+    assert not upward, upward
+    assert len([p for p in (ROOT / "study").glob("*.py")]) <= 6  # the rest lives in the packages
+
+
+def late_imports(path: Path) -> list[str]:
+    """Imports inside a function or class body, by module name (not counting ray, mlflow, optuna)."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for scope in ast.walk(tree):
+        if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] not in LATE_IMPORTS_ALLOWED
+            ]
+    return found
+
+
+def test_only_ray_mlflow_and_optuna_are_imported_late():
+    late = [hit for path in modules().values() for hit in late_imports(path)]
+    assert not late, late
+
+
+def test_the_late_import_walk_finds_an_import_inside_a_function(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text("import os\n\ndef f():\n    import json\n    import ray\n    return json\n")
+    assert late_imports(snippet) == ["snippet.py:4 json"]

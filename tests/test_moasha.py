@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from study.moasha import MOASHA, MOASHAScheduler, rung_milestones
-from study.objectives import crowding_distance, nondominated_sort, rank
+from study.search.moasha import MOASHA, MOASHAScheduler, rung_milestones
+from study.search.objectives import crowding_distance, nondominated_sort, rank
 
 
 def values(psnr: float, train_time: float = 10.0, size_mb: float = 1.0) -> dict[str, float]:

@@ -25,6 +25,7 @@ from nerf.rays import RaysTable, build_rays_table
 from nerf.render import RenderConfig, composite, render_rays, stratified_samples
 from nerf.train import TrainConfig, TrainState, train
 from pruning import PruneSpec
+from pruning.checkpoint import RetrainCheckpoint
 from pruning.retrain import prune_retrain_evaluate, run_prune
 
 TINY = ModelConfig(trunk_widths=(32,) * 8, feature_width=32, view_width=16)
@@ -514,9 +515,9 @@ def test_a_pruned_model_inherits_and_refreshes_the_dense_grid(scene, rays, tmp_p
     )
     saved: list[int] = []
 
-    def save(state: dict) -> None:  # as the trial does: written at once (the tensors are live)
-        torch.save(state, tmp_path / "state.pt")
-        saved.append(state["train"]["iteration"])
+    def save(state: RetrainCheckpoint) -> None:  # as the trial does: written at once (the tensors are live)
+        torch.save(state.to_dict(), tmp_path / "state.pt")
+        saved.append(state.iteration)
 
     spec = PruneSpec("coreset", width=16)
     unbroken = prune_retrain_evaluate(
@@ -530,8 +531,8 @@ def test_a_pruned_model_inherits_and_refreshes_the_dense_grid(scene, rays, tmp_p
     assert unbroken.train_result.curve[0]["points_per_ray"] < 16  # skipping from the first step
     assert unbroken.metrics["eval_points_per_ray"] < 16
 
-    state = torch.load(tmp_path / "state.pt", weights_only=True)
-    assert saved == [6] and state["train"]["occupancy"] is not None
+    state = RetrainCheckpoint.from_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert saved == [6] and state.train.occupancy is not None
     resumed = prune_retrain_evaluate(dense, None, scene, rays, spec, occupancy=grid, resume=state, **kwargs)
     for name, value in unbroken.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name

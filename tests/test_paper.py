@@ -11,7 +11,8 @@ import statistics
 import pyarrow.parquet as pq
 import pytest
 
-from study.paper import PAPER, Cell, drop_finding, order_finding
+from study.paper.findings import drop_finding, order_finding
+from study.paper.numbers import PAPER, Cell
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import study as run_cli
 

@@ -45,6 +45,7 @@ from pruning import (
     sparse_state_dict,
     weight_histogram,
 )
+from pruning.checkpoint import RetrainCheckpoint
 from pruning.retrain import prune_retrain_evaluate
 from pruning.selection import draw_until_distinct
 from pruning.sparse import encode_tensor
@@ -679,15 +680,15 @@ def test_retraining_resumed_from_a_checkpoint_ends_where_an_unbroken_run_ends(
     )
     saved: list[int] = []
 
-    def save(state: dict) -> None:  # as the trial does: written at once (the tensors are live)
-        torch.save(state, tmp_path / "state.pt")
-        saved.append(state["train"]["iteration"])
+    def save(state: RetrainCheckpoint) -> None:  # as the trial does: written at once (the tensors are live)
+        torch.save(state.to_dict(), tmp_path / "state.pt")
+        saved.append(state.iteration)
 
     unbroken = prune_retrain_evaluate(
         coarse, fine, scene, rays, spec, checkpoint_every=4, on_checkpoint=save, **kwargs
     )
     assert saved == [4]  # every 4 steps, none at the very end
-    state = torch.load(tmp_path / "state.pt", weights_only=True)  # safe loading only
+    state = RetrainCheckpoint.from_dict(torch.load(tmp_path / "state.pt", weights_only=True))  # safe loading
     resumed = prune_retrain_evaluate(coarse, fine, scene, rays, spec, resume=state, **kwargs)
     assert resumed.metrics["resumed_from_iteration"] == 4 and unbroken.metrics["resumed_from_iteration"] == 0
     for a, b in ((unbroken.model, resumed.model), (unbroken.fine_model, resumed.fine_model)):

@@ -15,21 +15,18 @@ import pytest
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.hypervolume import hypervolume
-from study.moasha import MOASHA, rung_milestones
-from study.replay import (
-    ReplayResult,
+from study.search.hypervolume import hypervolume
+from study.search.moasha import MOASHA, rung_milestones
+from study.search.replay import ReplayResult, hv_at, simulate, trials_started_by
+from study.search.space import config_key, trial_config
+from study.search.table import (
     bench_metadata,
-    hv_at,
     load_table,
     make_synthetic_table,
     reference_point,
     row_for,
-    simulate,
     table_space,
-    trials_started_by,
 )
-from study.spaces import config_key, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OBJECTIVES = ["psnr", "train_time", "size_mb"]
@@ -357,7 +354,7 @@ def test_a_searcher_with_nothing_now_leaves_the_worker_idle(table: Any) -> None:
 
 
 def test_the_study_searcher_learns_through_the_tell_hook(table: Any) -> None:
-    from study.search import StudySearcher, make_sampler
+    from study.search.searcher import StudySearcher, make_sampler
 
     study_searcher = StudySearcher(
         define=table_space(table),

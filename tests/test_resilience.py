@@ -114,9 +114,11 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
     import optuna
     from mlflow import MlflowClient
 
-    from study.schema import mlflow_metrics
-    from study.spaces import config_key
-    from study.store import StudyFolder, read_lines
+    from study.durable import read_lines
+    from study.record.schema import mlflow_metrics
+    from study.record.store import StudyFolder
+    from study.record.study_record import StudyRecord
+    from study.search.space import config_key
 
     folder = StudyFolder(out)
     lines = read_lines(folder / "trials.jsonl")
@@ -124,14 +126,14 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
     assert len(lines) == len(rows) == 4 and all(r["status"] == "COMPLETE" for r in rows)
     assert len({r["trial_id"] for r in rows}) == 4 and len({config_key(r) for r in rows}) == 4
     assert any((r["resumed_from_iteration"] or 0) > 0 for r in rows), messages[-6000:]
-    summary = folder.summary()
-    client = MlflowClient(folder.tracking_uri(summary))
+    record = StudyRecord.load(folder)
+    client = MlflowClient(record.tracking_uri(folder))
     children = client.search_runs(
-        [summary["mlflow"]["experiment_id"]],
-        filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow']['parent_run_id']}'",
+        [record.mlflow.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{record.mlflow.parent_run_id}'",
     )
     assert sorted(c.data.tags["trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
-    study = optuna.load_study(study_name=folder.optuna_study_name(summary), storage=folder.optuna_url())
+    study = optuna.load_study(study_name=record.optuna_study, storage=folder.optuna_url())
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
     assert len(complete) == 4 and not [t for t in study.trials if t.state.name == "RUNNING"]
     assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(r["trial_id"] for r in rows)
@@ -140,7 +142,7 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
         assert row["mlflow_run_id"] == runs[row["trial_id"]].info.run_id
         expected = mlflow_metrics(row)
         assert {k: runs[row["trial_id"]].data.metrics[k] for k in expected} == pytest.approx(expected)
-    assert (out / "report.md").is_file() and summary["status"] == "finished"
+    assert (out / "report.md").is_file() and record.status == "finished"
 
 
 def test_a_second_launch_on_a_busy_folder_is_refused_in_one_line(tmp_path):

@@ -9,9 +9,9 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
-from study import spaces
-from study.options import StudyOptions
-from study.spaces import config_key, trial_config
+from study.run.options import StudyOptions
+from study.search import space as spaces
+from study.search.space import config_key, trial_config
 
 TINY = dict(
     dense_iters=30,
@@ -52,7 +52,7 @@ def finite_space(monkeypatch):
 def test_a_repeated_proposal_is_answered_not_retrained_and_a_finite_space_ends_early(tmp_path, finite_space):
     import ray
 
-    from study.runner import launch
+    from study.run.runner import launch
 
     lines: list[str] = []
     try:
@@ -99,7 +99,9 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
 
     from mlflow import MlflowClient
 
-    from study.store import StudyFolder, read_lines
+    from study.durable import read_lines
+    from study.record.store import StudyFolder
+    from study.record.study_record import StudyRecord
     from tests.test_resilience import driver_env, kill_leftovers
 
     root = Path(__file__).resolve().parents[1]
@@ -171,7 +173,7 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
     stops = {d["trial_id"] for d in decisions if d["decision"] == "stop"}
     assert stops == {r["trial_id"] for r in stopped}  # every stop recorded, none revived
     folder = StudyFolder(out)
-    summary = folder.summary()
+    record = StudyRecord.load(folder)
     study = optuna.load_study(study_name="s", storage=folder.optuna_url())
     measured = [t for t in study.trials if "repeat_of" not in t.user_attrs]
     assert sorted(t.user_attrs["tune_trial_id"] for t in measured if t.state.name == "COMPLETE") == sorted(
@@ -180,7 +182,7 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
     assert sorted(t.user_attrs["tune_trial_id"] for t in measured if t.state.name == "PRUNED") == sorted(
         r["trial_id"] for r in stopped
     )
-    client = MlflowClient(folder.tracking_uri(summary))
+    client = MlflowClient(record.tracking_uri(folder))
     for r in stopped:
         run = client.get_run(r["mlflow_run_id"])
         assert run.info.status == "KILLED" and run.data.tags["trial_status"] == "STOPPED"

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from common.errors import InputError
-from study.spaces import PAPER_GRID, SPACES, check_points, get_space, paper_grid, paper_points
+from study.search.space import PAPER_GRID, SPACES, check_points, get_space, paper_grid, paper_points
 
 
 def test_unknown_space_is_one_clear_error():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from study.objectives import dominates
-from study.options import StudyOptions
-from study.runner import launch
+from study.run.options import StudyOptions
+from study.run.runner import launch
+from study.search.objectives import dominates
 
 TOY = dict(
     space="quick",
@@ -178,10 +178,10 @@ def test_report_and_progress_show_the_front(study):
 
 
 def test_dense_model_is_trained_once_and_reused(study, monkeypatch):
-    import study.dense_cache as dense_cache
+    import study.run.dense_cache as dense_cache
     from nerf.data.loader import load_scene
-    from study.runner import dense_config
-    from study.spaces import get_space
+    from study.run.dense import dense_config
+    from study.search.space import get_space
 
     first = study["result"].dense
     assert first.cached is False and first.path.parent == study["options"].cache_dir
@@ -202,7 +202,7 @@ def test_dense_model_is_trained_once_and_reused(study, monkeypatch):
 
 def test_bad_options_are_refused_before_ray_starts(tmp_path):
     from common.errors import InputError
-    from study.options import validate
+    from study.run.options import validate
 
     cases = [
         (dict(space="huge"), "unknown space 'huge'"),
@@ -227,9 +227,10 @@ def test_bad_options_are_refused_before_ray_starts(tmp_path):
 
 def test_rows_recorded_before_the_test_score_show_it_missing():
     """A study folder written before trials scored the test views apart still reports: no test_psnr."""
-    from study.paper import paper_tables
-    from study.results import build_table, report_markdown
-    from study.schema import build_row
+    from study.paper.numbers import paper_tables
+    from study.record.results import build_table, report_markdown
+    from study.record.schema import build_row
+    from study.record.study_record import StudyRecord
 
     old = {"psnr": 20.5, "ssim": 0.8, "train_time": 12.0, "size_mb": 1.5, "iterations": 10}
     rows = [
@@ -244,7 +245,9 @@ def test_rows_recorded_before_the_test_score_show_it_missing():
     assert rows[0]["test_psnr"] is None and rows[0]["psnr"] == 20.5
     table = build_table(rows)
     assert table.column("test_psnr").to_pylist() == [None] and table.column("pareto").to_pylist() == [True]
-    report = report_markdown(rows, {"name": "old", "dense": {"psnr": 21.0}}, hypervolume_now=None)
+    report = report_markdown(
+        rows, StudyRecord.from_dict({"name": "old", "dense": {"psnr": 21.0}}), hypervolume_now=None
+    )
     assert "| 20.50 | – |" in report and "(– dB on the test views)" in report and "(test – dB)" in report
     assert paper_tables(rows, {"psnr": 21.0})["baseline"]["psnr"].fmt() == "missing"
 
@@ -283,7 +286,7 @@ def test_resume_after_killing_the_driver_keeps_every_finished_trial(tmp_path):
         "--max-concurrent",
         "1",
         "--dense-iters",
-        "40",  # 30 leave the dense model too weak for the study to go on (study.runner.check_learnt)
+        "40",  # 30 leave the dense model too weak for the study to go on (study.run.runner.check_learnt)
         "--retrain-iters",
         "30",
         "--rays-per-step",
@@ -337,13 +340,13 @@ def test_resume_after_killing_the_driver_keeps_every_finished_trial(tmp_path):
 
 
 def read_log(study_dir: Path) -> list[dict]:
-    from study.store import StudyFolder, read_trials
+    from study.record.store import StudyFolder, read_trials
 
     return read_trials(StudyFolder(study_dir))
 
 
 def test_trials_carry_the_timestamps_the_overhead_split_needs(study):
-    from study.overhead import actor_gaps
+    from study.measure.overhead import actor_gaps
 
     done = [r for r in study["result"].rows if r["status"] == "COMPLETE"]
     assert all(r["started_at"] < r["finished_at"] and r["worker_pid"] > 0 for r in done)
@@ -362,7 +365,7 @@ def test_each_trial_logs_a_loadable_model_that_renders_its_recorded_psnr(study):
     import pandas as pd
 
     from nerf.data.loader import load_scene
-    from study.mlflow_model import INPUT_COLUMNS
+    from study.record.mlflow_model import INPUT_COLUMNS
 
     mlflow.set_tracking_uri(study["result"].tracking_uri)
     rows = [

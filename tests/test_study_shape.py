@@ -9,18 +9,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from study import schema
-from study.options import StudyOptions, field_docs, option_help
+from common.fields import field_docs
+from study.record import schema
+from study.run.options import StudyOptions, option_help
 
 
 def test_a_metric_listed_in_the_schema_reaches_parquet_and_mlflow_with_no_other_edit(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from study.recorder import TrialRecorder
-    from study.results import write_outputs
-    from study.store import StudyFolder, TrialLog
-    from study.tracking import RecordSync, Tracker, synced_runs
-    from study.trial import scalar_metrics
+    from study.record.results import write_outputs
+    from study.record.store import StudyFolder, TrialLog
+    from study.record.study_record import StudyRecord
+    from study.record.sync import RecordSync, synced_runs
+    from study.record.tracking import Tracker
+    from study.run.recorder import TrialRecorder
+    from study.run.trial import scalar_metrics
 
     # what a trial measures reaches its report whatever it is called: every scalar of its metrics
     measured = {
@@ -38,8 +41,8 @@ def test_a_metric_listed_in_the_schema_reaches_parquet_and_mlflow_with_no_other_
 
     folder = StudyFolder(tmp_path / "s")
     folder.path.mkdir()
-    summary = {"format": "nerf-prune-study/1", "name": "s"}
-    folder.write_summary(summary)
+    summary = StudyRecord(name="s")
+    summary.save(folder)
     tracker = Tracker(folder.default_tracking_uri(), "s", artifact_location=(folder / "artifacts").as_uri())
 
     def record(trial_id: str) -> tuple[dict, dict]:
@@ -112,7 +115,7 @@ def test_spaces_and_the_cli_take_strategies_from_the_one_registry():
 
     from pruning import STRATEGIES
     from study.cli import app
-    from study.spaces import SPACES
+    from study.search.space import SPACES
 
     study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()

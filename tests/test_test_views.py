@@ -21,16 +21,18 @@ import pytest
 from nerf.data.loader import load_scene
 from nerf.data.scene import Views
 from nerf.rays import build_rays_table
-from study.baseline import validation_rays
-from study.dense_cache import load_or_train
-from study.hypervolume import ReferencePoint
-from study.options import StudyOptions
-from study.results import hypervolume_after, pareto_flags
-from study.runner import dense_config, trial_settings
-from study.schema import build_row
-from study.search import outcome_of
-from study.spaces import get_space
-from study.trial import execute_trial, scalar_metrics
+from study.record.results import hypervolume_after, pareto_flags
+from study.record.schema import build_row
+from study.record.study_record import StudyRecord
+from study.run.dense import dense_config
+from study.run.dense_cache import load_or_train
+from study.run.options import StudyOptions
+from study.run.reference import validation_rays
+from study.run.runner import trial_settings
+from study.run.trial import execute_trial, scalar_metrics
+from study.search.hypervolume import ReferencePoint
+from study.search.searcher import outcome_of
+from study.search.space import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,7 +63,9 @@ def run_study(scene, options: StudyOptions, monkeypatch) -> dict:
     budget = options.resolved_budget(space)
     config = dense_config(options, budget, sampling=space.sampling, device="cpu")
     dense = load_or_train(config, scene, cache_dir=options.cache_dir)
-    settings = trial_settings(options, budget, {"sampling": space.sampling, "scheduler": "moasha"})
+    settings = trial_settings(
+        options, budget, StudyRecord(name="s", sampling=space.sampling, scheduler="moasha")
+    )
     assert settings.milestones, "the rungs are part of what must not see the test views"
     validation = validation_rays(scene, seed=options.seed)
     rays = build_rays_table(scene, "train")

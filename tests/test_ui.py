@@ -26,8 +26,8 @@ NAME_CELL = "[col-id='attributes.`Run Name`']"
 def tiny_study(tmp_path_factory):
     import ray
 
-    from study.options import StudyOptions
-    from study.runner import launch
+    from study.run.options import StudyOptions
+    from study.run.runner import launch
 
     root = tmp_path_factory.mktemp("ui")
     try:
@@ -121,7 +121,7 @@ def test_the_ui_opens_on_the_study_s_runs_with_one_child_per_trial_its_model_and
         assert names == ["s"]  # the parent run, its trials nested under it
 
         browser.find_element(By.CSS_SELECTOR, NAME_CELL + " button").click()  # expand the parent
-        from study.tracking import trial_run_name
+        from study.record.tracking import trial_run_name
 
         expected = sorted(trial_run_name(r) for r in rows)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, NAME_CELL + " a")) == 1 + len(rows))
@@ -153,11 +153,12 @@ def test_without_the_experiment_kind_tag_the_ui_would_open_on_the_genai_overview
     GenAI overview, which the test above would fail on."""
     from mlflow import MlflowClient
 
-    from study.tracking import EXPERIMENT_KIND_TAG
+    from study.record.study_record import StudyRecord
+    from study.record.tracking import EXPERIMENT_KIND_TAG
 
-    summary = tiny_study.folder.summary()
+    record = StudyRecord.load(tiny_study.folder)
     client = MlflowClient(tiny_study.tracking_uri)
-    experiment = summary["mlflow"]["experiment_id"]
+    experiment = record.mlflow.experiment_id
     client.delete_experiment_tag(experiment, EXPERIMENT_KIND_TAG)
     ui, url = serve(tiny_study.folder.path)
     try:

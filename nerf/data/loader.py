@@ -10,8 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError
+from nerf.data.blender import load_blender
 from nerf.data.images import check_background, check_downscale, check_limit
+from nerf.data.llff import load_llff
+from nerf.data.npz import load_npz
 from nerf.data.scene import Scene
+from nerf.data.synthetic import make_synthetic_scene
 
 FORMATS = (
     "'synthetic' (built-in procedural scene)",
@@ -47,8 +51,6 @@ def load_scene(
     opts: dict = {} if bg is None else {"background": bg}
 
     if isinstance(source, str) and source == "synthetic":
-        from nerf.data.synthetic import make_synthetic_scene
-
         counts = {"n_train": 40, "n_val": 4, "n_test": 8}
         if limit is not None:
             counts = {k: min(v, limit) for k, v in counts.items()}
@@ -58,16 +60,10 @@ def load_scene(
     if not path.exists():
         raise InputError(f"data path {str(path)!r} does not exist; allowed: {'; '.join(FORMATS)}")
     if path.is_file() and path.suffix.lower() == ".npz":
-        from nerf.data.npz import load_npz
-
         return load_npz(path, downscale=downscale, limit=limit, **opts)
     if path.is_dir():
         if (path / "transforms_train.json").is_file():
-            from nerf.data.blender import load_blender
-
             return load_blender(path, downscale=downscale, limit=limit, **opts)
         if (path / "poses_bounds.npy").is_file():
-            from nerf.data.llff import load_llff
-
             return load_llff(path, downscale=downscale, limit=limit, **opts)
     raise InputError(f"data path {str(path)!r} is not a known scene format; allowed: {'; '.join(FORMATS)}")
