@@ -9,7 +9,7 @@ What a kill can leave, and what `reconcile` does with it (each fix is one line o
   Optuna trial is marked FAIL, and its last mid-run checkpoint becomes a resume point: the rerun comes
   next and continues from there, once;
 - an Optuna trial left RUNNING whose trial is recorded: it is told the recorded outcome;
-- a half-written line at the end of a log: cut off (`store.read_lines`); a final checkpoint cut short
+- a half-written line at the end of a log: cut off (`durable.read_lines`); a final checkpoint cut short
   while it was written or copied: ignored (its trial reruns); Tune's own experiment state is not read.
 """
 
@@ -26,7 +26,7 @@ import torch
 
 from pruning.checkpoint import RetrainCheckpoint
 from study.durable import read_lines
-from study.record.store import StudyFolder
+from study.record.store import StudyFolder, TrialLog
 from study.run.recorder import TrialRecorder
 from study.run.trial import STATE_FILE, verified_trial_files
 from study.search.searcher import outcome_of
@@ -129,20 +129,7 @@ def reconcile(
                         key, iteration = config_key(checkpoint.trial_config), checkpoint.iteration
                         if iteration > partial.get(key, (0, ""))[0]:
                             partial[key] = (iteration, uri_of(experiment, path))
-    for line in read_lines(folder / StudyFolder.RUNGS):
-        if line.get("decision") == "stop" and line["trial_id"] not in log:
-            result = {
-                "rung_iteration": line["iteration"],
-                **{f"rung_{k}": v for k, v in line["values"].items()},
-                "size_mb": line["values"].get("size_mb"),
-            }
-            echo(
-                f"resume: recording trial {line['trial_id']} as stopped at rung {line['iteration']}, as decided"
-            )
-            recorder.record(
-                trial_id=line["trial_id"], status="STOPPED", config=line["config"], result=result, files=None
-            )
-            plan.recorded += 1
+    plan.recorded += record_decided_stops(folder, recorder, log, echo)
     by_tune_id = {row["trial_id"]: row for row in log.rows()}
     recorded_keys = {config_key(row) for row in log.rows()}
     storage = study._storage
@@ -198,3 +185,26 @@ def requeue_first(study: optuna.Study, cut: list[optuna.trial.FrozenTrial]) -> N
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     for trial in cut:
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def record_decided_stops(
+    folder: StudyFolder, recorder: TrialRecorder, log: TrialLog, echo: Callable[[str], None]
+) -> int:
+    """Record STOPPED every trial whose stop is in rungs.jsonl but not in the log (the scheduler decided,
+    the driver died before recording it); returns how many."""
+    recorded = 0
+    for line in read_lines(folder / StudyFolder.RUNGS):
+        if line.get("decision") == "stop" and line["trial_id"] not in log:
+            result = {
+                "rung_iteration": line["iteration"],
+                **{f"rung_{k}": v for k, v in line["values"].items()},
+                "size_mb": line["values"].get("size_mb"),
+            }
+            echo(
+                f"resume: recording trial {line['trial_id']} as stopped at rung {line['iteration']}, as decided"
+            )
+            recorder.record(
+                trial_id=line["trial_id"], status="STOPPED", config=line["config"], result=result, files=None
+            )
+            recorded += 1
+    return recorded
