@@ -141,6 +141,7 @@ def run_metrics(train_result: TrainResult, eval_result: EvalResult) -> dict:
         "iterations": train_result.iterations,
         "train_seconds": train_result.train_seconds,
         "seconds_per_1k_iters": train_result.seconds_per_1k,
+        "step_seconds": train_result.step_seconds,
         "minutes_per_100k_iters": train_result.seconds_per_1k * 100 / 60,
         "eval_seconds": eval_result.seconds,
         "eval_views": eval_result.view_indices,

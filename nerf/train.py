@@ -115,6 +115,7 @@ class _Trainer:
             self.scaler.load_state_dict(resume.scaler)
         self.gen.set_state(resume.generator.cpu())  # generator states are CPU byte tensors, CUDA ones too
         self.result.curve = list(resume.curve)
+        self.result.step_windows = list(resume.step_windows)
         self.first, self.spent_before = resume.iteration + 1, resume.train_seconds
         self.result.mlp_points = resume.mlp_points
         if resume.occupancy is not None:
@@ -133,6 +134,9 @@ class _Trainer:
         synchronize(self.device)
         self.started = self.last_log = time.perf_counter()
         self.paused = 0.0  # seconds spent in on_checkpoint, not training
+        # the step-time window since the last log: its first step, and the seconds in it that are not
+        # steps (grid upkeep, checkpoint pauses)
+        self.window_first, self.window_excluded = self.first, 0.0
 
     def seconds(self, now: float) -> float:
         """Training seconds up to `now`, resumed ones included, checkpoint pauses excluded."""
@@ -168,7 +172,9 @@ class _Trainer:
         if measure:  # in float32 whatever the precision: the grid decides what trains next
             self.grid.refresh(self.model, generator=self.grid_gen, fine_model=self.fine_model)
         synchronize(self.device)
-        self.result.occupancy_seconds += time.perf_counter() - upkeep
+        spent = time.perf_counter() - upkeep
+        self.result.occupancy_seconds += spent
+        self.window_excluded += spent
 
     def draw_batch(self, it: int) -> torch.Tensor:
         """The step's rays, as indices into the table: from the image centres while precropping."""
@@ -242,7 +248,10 @@ class _Trainer:
             psnr=mse_to_psnr(mse_value),
             iters_per_s=span / max(now - self.last_log, 1e-9),
         )
-        self.last_log = now
+        steps = it - self.window_first + 1
+        step_seconds = (now - self.last_log - self.window_excluded) / max(steps, 1)
+        cold = self.window_first == self.first
+        self.last_log, self.window_first, self.window_excluded = now, it + 1, 0.0
         r = self.result
         r.curve.append(
             {
@@ -253,6 +262,7 @@ class _Trainer:
                 "mlp_points": r.mlp_points,
             }
         )
+        r.step_windows.append({"iteration": it, "step_seconds": step_seconds, "cold": cold})
         self.logged_points, self.logged_rays = r.mlp_points, r.rays
         return stats
 
@@ -271,9 +281,12 @@ class _Trainer:
                 occupancy=self.grid.state_dict() if self.grid is not None else None,
                 occupancy_generator=self.grid_gen.get_state() if self.use_grid else None,
                 mlp_points=self.result.mlp_points,
+                step_windows=list(self.result.step_windows),
             )
         )
-        self.paused += time.perf_counter() - pause
+        spent = time.perf_counter() - pause
+        self.paused += spent
+        self.window_excluded += spent
 
     def finish(self) -> TrainResult:
         """The result after the last step, with the final grid."""

@@ -3,6 +3,7 @@ and the result of one."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +79,8 @@ class TrainState:
     """State of the generator that draws the grid refreshes' cells and jitter (occupancy sampling)."""
     mlp_points: int = 0
     """Sample points that went through the MLPs so far."""
+    step_windows: list[dict] = field(default_factory=list)
+    """The run's step times so far (TrainResult.step_windows)."""
 
     def to_dict(self) -> dict:
         return {
@@ -90,11 +93,23 @@ class TrainState:
             "occupancy": self.occupancy,
             "occupancy_generator": self.occupancy_generator,
             "mlp_points": self.mlp_points,
+            "step_windows": self.step_windows,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
         return cls(**d)
+
+
+def median_step_seconds(windows: list[dict]) -> float | None:
+    """Median over the step windows (TrainResult.step_windows) of the mean seconds per step, the cold
+    first window of each process left out (unless nothing else is there), grid upkeep and checkpoint
+    pauses excluded: what a step of this network costs here, not how the run's upkeep, warm-up and
+    neighbours happened to fall. None for a run without step times (a state written before them)."""
+    timed = [c for c in windows if c.get("step_seconds") is not None]
+    warm = [c["step_seconds"] for c in timed if not c.get("cold")]
+    values = warm or [c["step_seconds"] for c in timed]
+    return statistics.median(values) if values else None
 
 
 @dataclass
@@ -106,7 +121,11 @@ class TrainResult:
     device: str
     curve: list[dict] = field(default_factory=list)
     """[{iteration, loss, psnr, points_per_ray}] every log_every steps (training-batch PSNR; MLP points
-    per ray over the steps since the previous point)."""
+    per ray over the steps since the previous point): what was learnt, the same for a seed every time."""
+    step_windows: list[dict] = field(default_factory=list)
+    """[{iteration, step_seconds, cold}] at the same steps: the mean seconds of one step since the
+    previous point, grid upkeep and checkpoint pauses left out; `cold`: the first window of a process,
+    which pays the allocations and kernel choices. How long it took, which no two runs share."""
     sampling: str = "vanilla"
     """The render config's sampling mode the run trained with."""
     mlp_points: int = 0
@@ -123,7 +142,15 @@ class TrainResult:
 
     @property
     def seconds_per_1k(self) -> float:
+        """Wall seconds of the whole loop per 1k steps (warm-up and grid upkeep included)."""
         return 1000.0 * self.train_seconds / self.iterations
+
+    @property
+    def step_seconds(self) -> float:
+        """The network's time: the median over the run's logged windows of one step's seconds (see
+        `median_step_seconds`); the whole loop's mean where the curve has no step times."""
+        median = median_step_seconds(self.step_windows)
+        return self.train_seconds / self.iterations if median is None else median
 
     @property
     def points_per_ray(self) -> float:

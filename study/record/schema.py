@@ -56,7 +56,11 @@ COLUMNS: list[Column] = [
         "psnr", pa.float64(), "objective", "validation PSNR after retraining (dB): chosen by", final_only=True
     ),
     Column(
-        "train_time", pa.float64(), "objective", "retraining wall s per 1,000 iterations", final_only=True
+        "train_time",
+        pa.float64(),
+        "objective",
+        "s per 1,000 retraining steps of the network: median step time, warm-up and grid upkeep left out",
+        final_only=True,
     ),
     Column("size_mb", pa.float64(), "objective", "bytes of the saved weights / 1e6"),
     Column("ssim", pa.float64(), "metric", "validation SSIM after retraining", final_only=True),
@@ -76,9 +80,13 @@ COLUMNS: list[Column] = [
     Column("pre_retrain_psnr", pa.float64(), "metric", "validation PSNR right after pruning (dB)"),
     Column("iterations", pa.int64(), "metric", "retraining iterations run", final_only=True),
     Column("points_per_ray", pa.float64(), "metric", "sample points per ray that reached the MLP"),
+    Column(
+        "seconds_per_1k_iters", pa.float64(), "metric", "retraining loop's wall s per 1,000 steps, all in"
+    ),
+    Column("grid_seconds", pa.float64(), "metric", "wall s of occupancy-grid upkeep during retraining"),
     Column("rung_iteration", pa.int64(), "run", "last rung the trial reached (retraining iterations)"),
     Column("rung_psnr", pa.float64(), "run", "validation-ray PSNR at that rung (dB)"),
-    Column("rung_train_time", pa.float64(), "run", "s per 1k iterations up to that rung"),
+    Column("rung_train_time", pa.float64(), "run", "median s per 1k steps up to that rung"),
     Column("sampling", pa.string(), "run", "vanilla | occupancy"),
     Column("precision", pa.string(), "run", "autocast precision of retraining"),
     Column("node_id", pa.string(), "run", "Ray node the trial ran on"),

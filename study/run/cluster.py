@@ -95,3 +95,17 @@ def dense_trainer_on_cluster(*, gpus: float, cpus: float) -> Callable:
             path.write_bytes(data)
 
     return train
+
+
+def trials_at_once(max_concurrent: int, *, cpus: float, gpus: float) -> int:
+    """How many trials the running Ray cluster runs side by side: the concurrency cap, or fewer where
+    its CPUs (GPUs for a GPU study) do not fit that many."""
+    import ray
+
+    have = ray.cluster_resources()
+    fit = [max_concurrent]
+    if cpus > 0:
+        fit.append(int(have.get("CPU", 0) // cpus))
+    if gpus > 0:
+        fit.append(int(have.get("GPU", 0) // gpus))
+    return max(1, min(fit))

@@ -4,6 +4,8 @@ scored on at the early-stopping rungs."""
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from nerf.data.scene import Scene
@@ -31,48 +33,71 @@ def trial_device(settings: TrialSettings) -> str:
     return "cuda" if settings.use_gpu and torch.cuda.is_available() else "cpu"
 
 
-def dense_trial_time(dense: DenseModel, scene: Scene, settings: TrialSettings) -> float:
-    """Seconds per 1k retraining steps of the unpruned dense model under a trial's conditions (its
-    threads, device, sampling and budget): the time axis of the reference point. The dense run's own
-    time was taken with every core and says nothing about a one-thread trial."""
+REFERENCE_STEPS = 24
+"""Timed steps of the dense model per copy, in windows of 2 (the first, cold window left out)."""
 
+
+def dense_step_seconds(dense: DenseModel, scene: Scene, settings: TrialSettings) -> float:
+    """Seconds per retraining step of the unpruned dense model under a trial's conditions (its threads,
+    device, sampling and budget), measured as a trial's train_time is (`median_step_seconds`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        model = build_model(dense.model_config, dense.state)
-        rays = build_rays_table(scene, "train")
-        render = RenderConfig(n_samples=settings.budget.samples, sampling=settings.sampling)
-
-        def timed(iterations: int) -> float:
-            config = TrainConfig(
-                iterations=iterations,
-                rays_per_step=settings.budget.rays_per_step,
-                precision=settings.precision,
-                device=trial_device(settings),
-                log_every=iterations,
-            )
-            return train(
-                model,
-                rays,
-                near=scene.near,
-                far=scene.far,
-                background=scene.background,
-                render=render,
-                occupancy=dense.occupancy_grid(),
-                config=config,
-            ).train_seconds
-
-        timed(2)  # warm-up: allocations, kernel selection
-        return 1000.0 * timed(8) / 8
+        config = TrainConfig(
+            iterations=REFERENCE_STEPS,
+            rays_per_step=settings.budget.rays_per_step,
+            precision=settings.precision,
+            device=trial_device(settings),
+            log_every=2,
+        )
+        return train(
+            build_model(dense.model_config, dense.state),
+            build_rays_table(scene, "train"),
+            near=scene.near,
+            far=scene.far,
+            background=scene.background,
+            render=RenderConfig(n_samples=settings.budget.samples, sampling=settings.sampling),
+            occupancy=dense.occupancy_grid(),
+            config=config,
+        ).step_seconds
     finally:
         torch.set_num_threads(threads)
 
 
-def reference_point(dense: DenseModel, scene: Scene, settings: TrialSettings) -> ReferencePoint:
-    """PSNR 10 dB below the dense model's, time and size 10% above (study.search.hypervolume says why)."""
+def dense_trial_time(
+    dense: DenseModel,
+    scene: Scene,
+    settings: TrialSettings,
+    *,
+    concurrent: int = 1,
+    resources: dict | None = None,
+) -> float:
+    """Seconds per 1k retraining steps of the unpruned dense model as a trial would measure them: with
+    `concurrent` > 1, that many copies run at once as Ray tasks with a trial's `resources` (num_cpus,
+    num_gpus), since trials share the machine with each other (the median of the copies). The dense
+    run's own time was taken alone with every core and says nothing about a trial's."""
+    if concurrent <= 1:
+        return 1000.0 * dense_step_seconds(dense, scene, settings)
+    import ray
+
+    timer = ray.remote(dense_step_seconds).options(**(resources or {}))
+    copies = [timer.remote(dense, scene, settings) for _ in range(concurrent)]
+    return 1000.0 * statistics.median(ray.get(copies))
+
+
+def reference_point(
+    dense: DenseModel,
+    scene: Scene,
+    settings: TrialSettings,
+    *,
+    concurrent: int = 1,
+    resources: dict | None = None,
+) -> ReferencePoint:
+    """PSNR 10 dB below the dense model's, time and size 10% above (study.search.hypervolume says why);
+    the time under the trials' conditions, `concurrent` at once (`dense_trial_time`)."""
     return ReferencePoint.from_dense(
         psnr=dense.metrics["psnr"],
-        train_time=dense_trial_time(dense, scene, settings),
+        train_time=dense_trial_time(dense, scene, settings, concurrent=concurrent, resources=resources),
         size_mb=dense.metrics["size_mb"],
     )
 

@@ -26,7 +26,7 @@ from study.record.store import StudyFolder, TrialLog
 from study.record.study_record import DenseRecord, MlflowRecord, SearchRecord, StudyRecord
 from study.record.sync import RecordSync
 from study.record.tracking import Tracker, open_tracker
-from study.run.cluster import require_gpus, start_ray
+from study.run.cluster import require_gpus, start_ray, trials_at_once
 from study.run.dense import dense_model
 from study.run.dense_cache import DenseModel
 from study.run.finish import finish_outputs
@@ -100,7 +100,7 @@ def run_locked(
 
     dense = dense_model(options, budget, record.sampling, scene, echo=echo, on_dense_step=on_dense_step)
     settings = trial_settings(options, budget, record)
-    reference = fixed_reference(record, dense, scene, settings)
+    reference = fixed_reference(record, options, budget, dense, scene, settings)
     params = study_params(options, record)
     tracker = open_tracker(folder, record, tracking_uri=options.tracking_uri, study_params=params)
     record_start(record, options, scene, dense, settings, reference, tracker)
@@ -196,10 +196,24 @@ def trial_settings(options: StudyOptions, budget: Budget, record: StudyRecord) -
 
 
 def fixed_reference(
-    record: StudyRecord, dense: DenseModel, scene: Scene, settings: TrialSettings
+    record: StudyRecord,
+    options: StudyOptions,
+    budget: Budget,
+    dense: DenseModel,
+    scene: Scene,
+    settings: TrialSettings,
 ) -> ReferencePoint:
-    """The reference point, measured once, at the study's start (a resumed study keeps its own)."""
-    return record.reference_point or reference_point(dense, scene, settings)
+    """The reference point, measured once, at the study's start (a resumed study keeps its own), with
+    the dense model timed as many at once as trials will run."""
+    if record.reference_point is not None:
+        return record.reference_point
+    concurrent = trials_at_once(
+        budget.max_concurrent or options.max_concurrent,
+        cpus=options.cpus_per_trial,
+        gpus=options.gpus_per_trial,
+    )
+    resources = {"num_cpus": options.cpus_per_trial, "num_gpus": options.gpus_per_trial}
+    return reference_point(dense, scene, settings, concurrent=concurrent, resources=resources)
 
 
 def study_params(options: StudyOptions, record: StudyRecord) -> dict:
