@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,14 @@ def _init(payload: dict) -> None:
     _shared.update(payload)
 
 
+def time_dense(_: int) -> float:
+    """Seconds per dense step in one pool worker, while the others time theirs: the reference point's
+    time under the rows' own conditions (one thread each, `workers` at once)."""
+    from study.run.reference import dense_step_seconds
+
+    return dense_step_seconds(_shared["dense"], _shared["scene"], _shared["settings"])
+
+
 def run_one(config: dict) -> dict:
     from study.run.trial import execute_trial
 
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
     from study.run.dense import dense_config
     from study.run.dense_cache import load_or_train
     from study.run.options import StudyOptions
-    from study.run.reference import dense_trial_time, validation_rays
+    from study.run.reference import validation_rays
     from study.run.trial import TrialSettings
     from study.search.moasha import rung_milestones
     from study.search.space import Budget
@@ -165,7 +174,6 @@ def main(argv: list[str] | None = None) -> Path:
         "settings": settings,
         "validation": validation_rays(scene, seed=0),
     }
-    dense_time = dense_trial_time(dense, scene, settings)
     command = "python bench/build_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = list(done.values())
 
@@ -186,6 +194,8 @@ def main(argv: list[str] | None = None) -> Path:
         pq.write_table(table, args.out)
 
     with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(payload,)) as pool:
+        # the reference's time: the dense model timed as the rows are, `workers` copies at once
+        dense_time = 1000.0 * statistics.median(pool.map(time_dense, range(args.workers), chunksize=1))
         for i, row in enumerate(pool.imap_unordered(run_one, todo), 1):
             rows.append(row)
             print(

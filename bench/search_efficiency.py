@@ -15,6 +15,7 @@ hypervolume of the whole grid's front. `--json` prints one object with `grid_hyp
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import sys
@@ -30,7 +31,8 @@ import optuna  # noqa: E402
 from study.search.moasha import MOASHA  # noqa: E402
 from study.search.replay import hv_at, simulate  # noqa: E402
 from study.search.searcher import StudySearcher, make_sampler  # noqa: E402
-from study.search.table import bench_metadata, load_table, table_space  # noqa: E402
+from study.search.space import get_space  # noqa: E402
+from study.search.table import bench_metadata, load_table, snapped  # noqa: E402
 
 SETUPS = ("random", "tpe", "nsga2", "tpe_moasha")
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
@@ -38,9 +40,12 @@ DEFAULT_TABLE = ROOT / "bench" / "tables" / "lego50.parquet"
 
 
 def replay(table, setup: str, seed: int, *, workers: int, budget_fraction: float, keep_front: bool = True):
-    sampler = make_sampler("random" if setup == "random" else setup.removesuffix("_moasha"), seed)
+    """One replay of a set-up on the table: the sampler searches the space `study launch --space full`
+    gives it (`SearchSpace.define_for`), its proposals run as the table's nearest rows."""
+    name = "random" if setup == "random" else setup.removesuffix("_moasha")
+    sampler = make_sampler(name, seed)
     searcher = StudySearcher(
-        define=table_space(table),
+        define=snapped(table, get_space("full").define_for(name)),
         storage=optuna.storages.InMemoryStorage(),
         study_name=f"{setup}-{seed}",
         sampler=sampler,
@@ -61,6 +66,12 @@ def replay(table, setup: str, seed: int, *, workers: int, budget_fraction: float
         seed=seed,
         tell=searcher.tell,
     )
+
+
+def quartiles(values: list[float]) -> dict[str, float]:
+    """min, q1, median, q3, max (the spread over seeds; one seed's luck is not a result)."""
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return {"min": min(values), "q1": q1, "median": median, "q3": q3, "max": max(values)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for setup in args.setups:
         fractions: dict[float, list[float]] = {f: [] for f in FRACTIONS}
-        trials, stopped = [], []
+        trials, stopped, by_rung = [], [], collections.Counter()
         for seed in range(args.seeds):
             result = replay(
                 table,
@@ -105,9 +116,12 @@ def main(argv: list[str] | None = None) -> dict:
                 fractions[f].append(hv_at(result, f * result.grid_compute) / result.grid_hypervolume)
             trials.append(len(result.trials))
             stopped.append(result.stopped)
+            by_rung.update(t.iterations for t in result.trials if t.status == "stopped")
         out[setup] = {
             **{f"hv_fraction_at_{round(100 * f)}pct": statistics.median(v) for f, v in fractions.items()},
             "hv_fraction_at_30pct_by_seed": fractions[0.3],
+            "hv_quartiles_at_30pct": quartiles(fractions[0.3]),
+            "stops_by_rung": {str(k): v / args.seeds for k, v in sorted(by_rung.items())},
             "median_trials_started": statistics.median(trials),
             "median_trials_stopped": statistics.median(stopped),
         }
@@ -123,17 +137,27 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         "| search | "
         + " | ".join(f"HV at {round(100 * f)}% of grid compute" for f in FRACTIONS)
-        + " | trials started (stopped) at 50% |"
+        + " | HV at 30%: min / q1 / q3 / max over seeds | trials started (stopped) at 50% |"
     )
-    print("|---|" + "---|" * (len(FRACTIONS) + 1))
+    print("|---|" + "---|" * (len(FRACTIONS) + 2))
     for setup in args.setups:
         s = out[setup]
         print(
             f"| {setup} | "
             + " | ".join(f"{100 * s[f'hv_fraction_at_{round(100 * f)}pct']:.1f}%" for f in FRACTIONS)
+            + " | "
+            + " / ".join(f"{100 * s['hv_quartiles_at_30pct'][q]:.1f}" for q in ("min", "q1", "q3", "max"))
             + f" | {s['median_trials_started']:.0f} ({s['median_trials_stopped']:.0f}) |"
         )
+    print_stops(out, args.setups)
     return out
+
+
+def print_stops(out: dict, setups: list[str]) -> None:
+    for setup in setups:
+        if out[setup]["stops_by_rung"]:
+            stops = ", ".join(f"{n:.1f} at {it}" for it, n in out[setup]["stops_by_rung"].items())
+            print(f"{setup}: trials stopped per seed by rung (iterations): {stops}")
 
 
 if __name__ == "__main__":

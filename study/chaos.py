@@ -12,6 +12,7 @@ import signal
 
 POINTS = (
     "dense_training",  # mid-way through training the dense model (before it reaches the cache)
+    "first_points",  # the first of the study's first points queued in Optuna, the rest not yet
     "trial_checkpoint",  # a trial reported a mid-retraining checkpoint
     "trial_ended",  # a trial ended; its files and row are not written yet
     "trial_recorded",  # its row is in trials.jsonl; Optuna and MLflow do not know yet

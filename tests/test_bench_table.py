@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from study.search.replay import hv_at
 from study.search.space import STRATEGIES
 from study.search.table import bench_metadata, load_table
 
@@ -74,3 +75,29 @@ def test_a_replayed_study_finds_most_of_the_grids_front(replays) -> None:
     """Seed 0 at 30% of the grid's compute; the 10-seed medians are in the README."""
     for result in replays.values():
         assert 0.5 < result.hypervolume[-1] / result.grid_hypervolume <= 1.0
+
+
+def test_the_headline_holds_over_seeds(table) -> None:
+    """The README's claim, checked where it is made: at 20% of the grid's compute, TPE with MOASHA's
+    share of the grid's hypervolume over five seeds is above random search's at every quartile (one
+    lucky seed is no result), and above 95%. (At 30% the two are within each other's spread on the
+    space the study really searches: the README's table says so.) Ten replays take about 20 s."""
+    module = search_efficiency()
+    share: dict[str, list[float]] = {}
+    for setup in ("random", "tpe_moasha"):
+        results = [module.replay(table, setup, seed=s, workers=2, budget_fraction=0.2) for s in range(5)]
+        share[setup] = [hv_at(r, 0.2 * r.grid_compute) / r.grid_hypervolume for r in results]
+    ours, random = module.quartiles(share["tpe_moasha"]), module.quartiles(share["random"])
+    assert all(ours[q] > random[q] for q in ("min", "q1", "median", "q3")), (ours, random)
+    assert ours["median"] >= 0.95, ours
+
+
+def test_nsga2_is_replayed_on_its_own_flat_space_not_as_random_search(table) -> None:
+    """NSGA-II was once replayed on the conditional table space, where its one crossable parameter made
+    every child a random draw: its proposals were random search's, trial for trial."""
+    module = search_efficiency()
+    keys = {
+        setup: [t.key for t in module.replay(table, setup, seed=0, workers=2, budget_fraction=0.1).trials]
+        for setup in ("random", "nsga2")
+    }
+    assert keys["nsga2"] != keys["random"]

@@ -145,6 +145,36 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
     assert (out / "report.md").is_file() and record.status == "finished"
 
 
+def test_a_kill_while_the_first_points_are_queued_loses_none(tmp_path):
+    """The first points (one per strategy) are queued in Optuna one by one: a driver killed after the
+    first leaves the rest to the resume, which queues each missing one once and no present one again."""
+    import optuna
+
+    from study.search.space import config_key, get_space
+
+    out = tmp_path / "s"
+    mark = uuid.uuid4().hex
+    launch = ["launch", *TINY, "--scheduler", "moasha", "--trials", "2", "--out", str(out)]
+    first = run_study(launch, driver_env(tmp_path, mark, NERF_STUDY_KILL_AT="first_points"))
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+
+    def queued() -> list[str]:
+        study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'optuna.db'}")
+        return [
+            t.user_attrs.get("config_key") or config_key(t.params or t.system_attrs["fixed_params"])
+            for t in study.get_trials(deepcopy=False)
+        ]
+
+    seeds = [config_key(p) for p in get_space("quick").seed_points]
+    assert queued() == seeds[:1]  # killed with one point queued
+    # the resume is killed as soon as a trial checkpoints: by then it has queued what was missing
+    again = run_study(
+        [*launch, "--resume"], driver_env(tmp_path, mark, NERF_STUDY_KILL_AT="trial_checkpoint")
+    )
+    assert again.returncode == -signal.SIGKILL, again.stderr[-3000:]
+    assert sorted(queued()) == sorted(seeds)  # every first point, each once
+
+
 def test_a_second_launch_on_a_busy_folder_is_refused_in_one_line(tmp_path):
     out = tmp_path / "s"
     mark = uuid.uuid4().hex

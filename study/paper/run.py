@@ -21,9 +21,9 @@ from study.paper.numbers import cell_json, paper_tables
 from study.paper.report import markdown_report, render_comparison
 from study.record.study_record import StudyRecord
 from study.run.options import StudyOptions
-from study.run.runner import launch
+from study.run.runner import StudyResult, launch
 from study.run.trial import build_model
-from study.search.space import BUDGETS, get_space
+from study.search.space import BUDGETS, Budget, get_space
 
 
 @dataclass
@@ -45,8 +45,6 @@ def run_paper(
 ) -> PaperResult:
     """Run the paper grid at the options' budget preset in options.out and write paper_report.md there
     (+ figures and the tables as JSON), also logged to the study's MLflow parent run."""
-    from mlflow import MlflowClient
-
     if options.budget not in BUDGETS:
         raise InputError(f"unknown budget {options.budget!r}; allowed: {', '.join(BUDGETS)}")
     space = get_space("paper")
@@ -62,7 +60,22 @@ def run_paper(
         out=Path(options.out).resolve(),
         cpus_per_trial=float(os.cpu_count() or 1) if local_cpu else options.cpus_per_trial,
     )
-    result = launch(options, echo=echo, on_dense_step=on_dense_step)
+    written: list[PaperResult] = []  # inside the folder's lock: a kill or a second driver finds it whole
+    launch(
+        options,
+        echo=echo,
+        on_dense_step=on_dense_step,
+        then=lambda result: written.append(write_paper(result, options, budget, data, command)),
+    )
+    return written[0]
+
+
+def write_paper(
+    result: StudyResult, options: StudyOptions, budget: Budget, data: str, command: str
+) -> PaperResult:
+    """paper_report.md, the figures and the tables as JSON in the study's folder, and in MLflow."""
+    from mlflow import MlflowClient
+
     folder = result.folder
     study = StudyRecord.load(folder)
     rows = result.rows

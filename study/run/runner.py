@@ -70,14 +70,25 @@ class StudyResult:
     """Wall clock (unix s) when Tune started, to line up with the trials' timestamps."""
 
 
-def launch(options: StudyOptions, *, echo: Callable[[str], None] = print, on_dense_step=None) -> StudyResult:
+def launch(
+    options: StudyOptions,
+    *,
+    echo: Callable[[str], None] = print,
+    on_dense_step=None,
+    then: Callable[[StudyResult], None] | None = None,
+) -> StudyResult:
+    """Run the study; `then(result)` writes what a caller adds to the folder (`study paper`'s report)
+    while this driver still holds it."""
     space = validate_options(options)
     folder = StudyFolder(options.out)
     if options.resume:
         StudyRecord.load(folder)  # a folder that is no study is refused before the lock would create it
     with folder.lock():  # a second driver on this folder stops here, whatever its options
         check_folder(options)
-        return run_locked(options, space, folder, echo=echo, on_dense_step=on_dense_step)
+        result = run_locked(options, space, folder, echo=echo, on_dense_step=on_dense_step)
+        if then is not None:
+            then(result)
+        return result
 
 
 def run_locked(

@@ -39,17 +39,14 @@ def make_searcher(
 
     storage = optuna.storages.RDBStorage(folder.optuna_url())
     name = record.optuna_study
-    # the first points (the grid, or one per strategy) go in when the Optuna study is created: that is
-    # the first launch that gets this far, which a kill during the dense model may have made a resume
-    fresh = name not in optuna.study.get_all_study_names(storage)
+    # the first points (the grid, or one per strategy): each queued unless the study holds it already
     first_points = paper_points(budget.replicates) if space.grid else (list(space.seed_points) or None)
-    define = space.flat_define if options.sampler == "nsga2" and space.flat_define else space.define
     return StudySearcher(
-        define=define,
+        define=space.define_for(options.sampler),
         storage=storage,
         study_name=name,
         sampler=make_sampler(options.sampler, options.seed),
-        points=first_points if fresh else None,
+        points=first_points,
         measured={config_key(r): outcome_of(r) for r in log.rows()},
     )
 

@@ -22,6 +22,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study import chaos
 from study.search.objectives import MODES, OBJECTIVES
 from study.search.space import config_key
 
@@ -67,7 +68,6 @@ class StudySearcher(OptunaSearch):
             sampler=sampler,
             storage=storage,
             study_name=study_name,
-            points_to_evaluate=points,
         )
         with warnings.catch_warnings():  # 'experimental' since Optuna 3.2; what optuna-dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -80,6 +80,21 @@ class StudySearcher(OptunaSearch):
         self.max_repeats = max_repeats
         self.repeats_avoided = 0
         self.exhausted = False
+        self.queue_first_points(points or [])
+
+    def queue_first_points(self, points: list[dict]) -> None:
+        """Queue the study's first points (the grid, or one per strategy), each unless the Optuna study
+        already holds it (queued, run or recorded): a launch killed half-way through queueing them, or
+        before, leaves the rest to the next one, and none is queued twice."""
+        held = set(self.measured)
+        for trial in self._ot_study.get_trials(deepcopy=False):
+            key = trial.user_attrs.get("config_key")
+            params = trial.params or trial.system_attrs.get("fixed_params")
+            held |= {key} if key else ({config_key(params)} if params else set())
+        for n, point in enumerate(p for p in points if config_key(p) not in held):
+            self._ot_study.enqueue_trial(point)
+            if n == 0:
+                chaos.maybe_die("first_points")
 
     @property
     def study(self) -> optuna.Study:

@@ -73,6 +73,12 @@ class SearchSpace:
     sampling: str = "occupancy"
     """Default ray sampling of dense training and retraining: vanilla or occupancy."""
 
+    def define_for(self, sampler: str) -> Callable[[optuna.Trial], dict[str, Any]]:
+        """The define-by-run function a sampler searches: NSGA-II's crossover needs the same parameters
+        in every trial, so it gets the flat version where there is one; the others the conditional one.
+        `study launch` and the benchmark's replays both ask here."""
+        return self.flat_define if sampler == "nsga2" and self.flat_define else self.define
+
 
 def trial_config(
     strategy: str,

@@ -80,10 +80,16 @@ def bench_metadata(table: pa.Table) -> dict[str, Any]:
 
 
 def reference_point(table: pa.Table) -> ReferencePoint:
+    """The table's box: the dense model's PSNR and size, and its time as the rows were timed (their
+    concurrency, their threads). A table whose metadata holds the dense time taken alone (before
+    bench/build_table.py timed it beside its neighbours) takes it from its rows of the dense network
+    itself (edge pruning at threshold 0), which were timed under those conditions."""
     dense = bench_metadata(table)["dense"]
-    return ReferencePoint.from_dense(
-        psnr=dense["psnr"], train_time=dense["train_time"], size_mb=dense["size_mb"]
-    )
+    unpruned = [
+        r["train_time"] for r in table.to_pylist() if r["strategy"] == "edge" and r["threshold"] == 0.0
+    ]
+    train_time = max([dense["train_time"], *unpruned])
+    return ReferencePoint.from_dense(psnr=dense["psnr"], train_time=train_time, size_mb=dense["size_mb"])
 
 
 def with_metadata(
@@ -218,6 +224,21 @@ class Bench:
             raise ValueError(f"strategy {config['strategy']!r} has no row in the table")
         wanted = canonical_config(dict(config))
         return min(candidates, key=lambda i: (_distance(wanted, canonical_config(self.rows[i])), i))
+
+
+def snapped(
+    table: pa.Table, define: Callable[[optuna.Trial], dict[str, Any]]
+) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """A study's own define-by-run function (`SearchSpace.define_for`), its proposals mapped to the rows
+    they run in a replay: the sampler searches the space the real study gives it, and the repeat guard
+    sees the table's keys."""
+    bench = Bench.of(table)
+
+    def define_snapped(trial: optuna.Trial) -> dict[str, Any]:
+        row = bench.rows[bench.match(define(trial))]
+        return {k: row[k] for k in CONFIG_COLUMNS if row.get(k) is not None}
+
+    return define_snapped
 
 
 def row_for(table: pa.Table, config: Mapping[str, Any]) -> dict[str, Any]:
