@@ -111,6 +111,14 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
     assert "strategy=edge" in "".join(p.name for p in out.glob("tune-*/*"))  # the warm-start points ran
     assert "repaired trials.jsonl" in messages
 
+    assert_stores_agree(out, 4)
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert any((r["resumed_from_iteration"] or 0) > 0 for r in rows), messages[-6000:]
+
+
+def assert_stores_agree(out: Path, n: int) -> None:
+    """Exactly n COMPLETE trials, each configuration once, and the log, the table, MLflow and Optuna
+    agreeing trial by trial."""
     import optuna
     from mlflow import MlflowClient
 
@@ -123,9 +131,8 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
     folder = StudyFolder(out)
     lines = read_lines(folder / "trials.jsonl")
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(lines) == len(rows) == 4 and all(r["status"] == "COMPLETE" for r in rows)
-    assert len({r["trial_id"] for r in rows}) == 4 and len({config_key(r) for r in rows}) == 4
-    assert any((r["resumed_from_iteration"] or 0) > 0 for r in rows), messages[-6000:]
+    assert len(lines) == len(rows) == n and all(r["status"] == "COMPLETE" for r in rows)
+    assert len({r["trial_id"] for r in rows}) == n and len({config_key(r) for r in rows}) == n
     record = StudyRecord.load(folder)
     client = MlflowClient(record.tracking_uri(folder))
     children = client.search_runs(
@@ -135,7 +142,7 @@ def test_kills_at_every_moment_that_matters_lose_nothing(tmp_path):
     assert sorted(c.data.tags["trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
     study = optuna.load_study(study_name=record.optuna_study, storage=folder.optuna_url())
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
-    assert len(complete) == 4 and not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert len(complete) == n and not [t for t in study.trials if t.state.name == "RUNNING"]
     assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(r["trial_id"] for r in rows)
     runs = {c.data.tags["trial_id"]: c for c in children}
     for row in rows:
@@ -173,6 +180,48 @@ def test_a_kill_while_the_first_points_are_queued_loses_none(tmp_path):
     )
     assert again.returncode == -signal.SIGKILL, again.stderr[-3000:]
     assert sorted(queued()) == sorted(seeds)  # every first point, each once
+
+
+def test_a_driver_killed_alone_with_its_trials_still_running_loses_nothing(tmp_path):
+    """The driver dies on its own (its Ray processes and the trials it started run on), and the study is
+    resumed at once, beside them: exactly N trials, none lost or run twice, and every store agrees."""
+    out = tmp_path / "s"
+    mark = uuid.uuid4().hex
+    launch = ["launch", *TINY, "--trials", "4", "--max-concurrent", "2", "--out", str(out)]
+    env = driver_env(tmp_path, mark, NERF_STUDY_KILL_AT="trial_checkpoint:2", NERF_STUDY_KILL_DRIVER_ONLY="1")
+    try:
+        first = subprocess.run(
+            [sys.executable, "-m", "study.cli", *launch],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=300,
+            start_new_session=True,
+        )
+        assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+        orphans = [p for p in psutil.process_iter() if safe_environ(p).get("CHAOS_MARK") == mark]
+        assert orphans  # Ray's processes outlived the driver
+        second = subprocess.run(
+            [sys.executable, "-m", "study.cli", *launch, "--resume"],
+            capture_output=True,
+            text=True,
+            env=driver_env(tmp_path, mark),
+            cwd=ROOT,
+            timeout=300,
+            start_new_session=True,
+        )
+        assert second.returncode == 0, second.stderr[-3000:]
+    finally:
+        kill_leftovers(mark)
+    assert_stores_agree(out, 4)
+
+
+def safe_environ(proc: psutil.Process) -> dict:
+    try:
+        return proc.environ()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return {}
 
 
 def test_a_second_launch_on_a_busy_folder_is_refused_in_one_line(tmp_path):

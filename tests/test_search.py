@@ -194,3 +194,64 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
 
 def rows_by_id(rows: list[dict]) -> dict[str, dict]:
     return {r["trial_id"]: r for r in rows}
+
+
+def test_a_kill_right_after_moasha_decides_a_stop_records_it_stopped_on_resume(tmp_path):
+    """MOASHA's path is decide, append to rungs.jsonl, stop, record: a driver killed between the append
+    and the record leaves the decision alone on disk. The resume records that trial STOPPED from it
+    (and says so), never reruns it, and ends with every store agreeing."""
+    import signal
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    import optuna
+
+    from study.durable import read_lines
+    from tests.test_resilience import driver_env, kill_leftovers
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "s"
+    mark = uuid.uuid4().hex
+    args = [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "launch",
+        "--space",
+        "full",
+        "--downscale",
+        "4",
+        "--trials",
+        "8",
+    ]
+    args += ["--dense-iters", "30", "--retrain-iters", "27", "--rays-per-step", "32", "--samples", "8"]
+    args += ["--eval-views", "1", "--allow-weak-dense", "--out", str(out)]
+    run = lambda extra, **env: subprocess.run(
+        args + extra, capture_output=True, text=True, cwd=root, timeout=600, start_new_session=True,
+        env=driver_env(tmp_path, mark, **env),
+    )  # fmt: skip
+    try:
+        first = run([], NERF_STUDY_KILL_AT="rung_stop")
+        assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+        stop = [d for d in read_lines(out / "rungs.jsonl") if d["decision"] == "stop"][-1]
+        assert stop["trial_id"] not in {r["trial_id"] for r in read_lines(out / "trials.jsonl")}
+        second = run(["--resume"])
+        assert second.returncode == 0, second.stderr[-3000:]
+    finally:
+        kill_leftovers(mark)
+    assert f"recording trial {stop['trial_id']} as stopped at rung {stop['iteration']}" in second.stderr
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(rows) == 8 and len({config_key(r) for r in rows}) == 8  # none lost, none run twice
+    assert rows_by_id(rows)[stop["trial_id"]]["status"] == "STOPPED"
+    log = read_lines(out / "trials.jsonl")
+    assert sorted(r["trial_id"] for r in log) == sorted(r["trial_id"] for r in rows)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 'optuna.db'}")
+    told = {
+        t.user_attrs["tune_trial_id"]: t.state.name
+        for t in study.trials
+        if "tune_trial_id" in t.user_attrs and "repeat_of" not in t.user_attrs and t.state.name != "FAIL"
+    }
+    assert told == {r["trial_id"]: {"COMPLETE": "COMPLETE", "STOPPED": "PRUNED"}[r["status"]] for r in rows}
+    assert {r["trial_id"] for r in rows} == {r["trial_id"] for r in read_lines(out / "mlflow_runs.jsonl")}

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from study import chaos
 from study.durable import append_line, read_lines
 from study.search.objectives import MODES, OBJECTIVES, on_first_front, rank, signs
 
@@ -318,4 +319,6 @@ class DurableMOASHAScheduler(MOASHAScheduler):
                         "values": {k: result.get(k) for k in self.core.objectives},
                     },
                 )
+                if not now:
+                    chaos.maybe_die("rung_stop")
         return decision
