@@ -74,10 +74,11 @@ class SearchSpace:
     """Default ray sampling of dense training and retraining: vanilla or occupancy."""
 
     def define_for(self, sampler: str) -> Callable[[optuna.Trial], dict[str, Any]]:
-        """The define-by-run function a sampler searches: NSGA-II's crossover needs the same parameters
-        in every trial, so it gets the flat version where there is one; the others the conditional one.
-        `study launch` and the benchmark's replays both ask here."""
-        return self.flat_define if sampler == "nsga2" and self.flat_define else self.define
+        """The define-by-run function a sampler searches: NSGA-II's crossover and a Gaussian process
+        (`gp`, measured by bench/search_efficiency.py) need the same parameters in every trial, so they get
+        the flat version where there is one; the others the conditional one. `study launch` and the
+        benchmark's replays both ask here."""
+        return self.flat_define if sampler in ("nsga2", "gp") and self.flat_define else self.define
 
 
 def trial_config(
