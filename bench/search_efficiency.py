@@ -2,14 +2,15 @@
 
     python bench/search_efficiency.py [--table bench/tables/lego50.parquet] [--seeds 10] [--workers 2] [--json]
 
-For each search set-up (random search, TPE, NSGA-II, TPE with MOASHA) and each seed, the project's own
-searcher (`study.search.searcher.StudySearcher`, repeat guard included) and scheduler core
-(`study.search.moasha.MOASHA`)
-search the table's own discrete version of the `full` space (`study.search.table.table_space`), asynchronous
-workers in simulated time charged the table's measured durations (`study.search.replay.simulate`). Printed: the
-median over seeds of the hypervolume reached at fractions of the whole grid's compute, over the
-hypervolume of the whole grid's front. `--json` prints one object with `grid_hypervolume`,
-`grid_compute` and, per set-up, `hv_fraction_at_30pct` (and the other fractions).
+For each search set-up (random search, TPE, NSGA-II, TPE with MOASHA; `--setups gp` adds Optuna's
+GPSampler) and each seed, the project's own searcher (`study.search.searcher.StudySearcher`, repeat guard
+included) and scheduler core (`study.search.moasha.MOASHA`) search the space `study launch --space full`
+gives the sampler (`SearchSpace.define_for`), each proposal run as its table row
+(`study.search.table.snapped`), asynchronous workers in simulated time charged the table's measured
+durations (`study.search.replay.simulate`). Printed: the median over seeds of the hypervolume reached at
+fractions of the whole grid's compute, over the hypervolume of the whole grid's front, and the spread
+over seeds at 30%. `--json` prints one object with `grid_hypervolume`, `grid_compute` and, per set-up,
+`hv_fraction_at_30pct` (and the other fractions), `hv_quartiles_at_30pct` and `stops_by_rung`.
 """
 
 from __future__ import annotations

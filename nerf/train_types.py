@@ -112,6 +112,13 @@ def median_step_seconds(windows: list[dict]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def network_step_seconds(windows: list[dict], train_seconds: float, steps: int) -> float:
+    """The network's seconds per step: `median_step_seconds` of the windows, or the loop's mean where
+    there are none (a run, or a saved state, from before step times were recorded)."""
+    median = median_step_seconds(windows)
+    return train_seconds / steps if median is None else median
+
+
 @dataclass
 class TrainResult:
     iterations: int
@@ -149,8 +156,7 @@ class TrainResult:
     def step_seconds(self) -> float:
         """The network's time: the median over the run's logged windows of one step's seconds (see
         `median_step_seconds`); the whole loop's mean where the curve has no step times."""
-        median = median_step_seconds(self.step_windows)
-        return self.train_seconds / self.iterations if median is None else median
+        return network_step_seconds(self.step_windows, self.train_seconds, self.iterations)
 
     @property
     def points_per_ray(self) -> float:

@@ -10,7 +10,7 @@ import torch
 
 from nerf.model import ModelConfig, NeRFMLP
 from nerf.occupancy import OccupancyGrid
-from nerf.train_types import TrainState, median_step_seconds
+from nerf.train_types import TrainState, network_step_seconds
 
 
 @dataclass
@@ -105,9 +105,10 @@ class RetrainCheckpoint:
     @property
     def seconds_per_1k(self) -> float:
         """Seconds per 1k retraining steps so far, as the study's train_time objective measures them
-        (`nerf.train_types.median_step_seconds`; the loop's mean for a state without step times)."""
-        median = median_step_seconds(self.train.step_windows)
-        return 1000 * (self.train.train_seconds / self.train.iteration if median is None else median)
+        (`nerf.train_types.network_step_seconds`)."""
+        return 1000 * network_step_seconds(
+            self.train.step_windows, self.train.train_seconds, self.train.iteration
+        )
 
     def size_mb(self) -> float:
         """Megabytes of the networks' dense tensors (the study's size_mb objective)."""

@@ -87,6 +87,12 @@ def test_a_repeated_proposal_is_answered_not_retrained_and_a_finite_space_ends_e
     assert "(the space is exhausted)" in summary
 
 
+MOASHA_STUDY = ["--space", "full", "--downscale", "4", "--trials", "8", "--dense-iters", "30"]
+MOASHA_STUDY += ["--retrain-iters", "27", "--rays-per-step", "32", "--samples", "8", "--eval-views", "1"]
+MOASHA_STUDY += ["--allow-weak-dense"]  # 30 steps do not learn the scene; what is tested is the scheduling
+"""A tiny `full` study: MOASHA's rungs at 1, 3 and 9 of 27 retraining steps (eta 3) stop some trials."""
+
+
 def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_decisions(tmp_path):
     """A real `study launch --space full` (its default scheduler is moasha) on the built-in scene, killed
     right after its fourth record and resumed."""
@@ -107,31 +113,7 @@ def test_moasha_stops_trials_at_rungs_records_them_stopped_and_resumes_with_its_
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "s"
     mark = uuid.uuid4().hex
-    args = [
-        sys.executable,
-        "-m",
-        "study.cli",
-        "launch",
-        "--space",
-        "full",
-        "--downscale",
-        "4",
-        "--trials",
-        "8",
-        "--dense-iters",
-        "30",
-        "--retrain-iters",
-        "27",
-        "--rays-per-step",
-        "32",
-        "--samples",
-        "8",
-        "--eval-views",
-        "1",
-        "--allow-weak-dense",
-        "--out",
-        str(out),
-    ]
+    args = [sys.executable, "-m", "study.cli", "launch", *MOASHA_STUDY, "--out", str(out)]
     try:
         first = subprocess.run(
             args,
@@ -214,20 +196,7 @@ def test_a_kill_right_after_moasha_decides_a_stop_records_it_stopped_on_resume(t
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "s"
     mark = uuid.uuid4().hex
-    args = [
-        sys.executable,
-        "-m",
-        "study.cli",
-        "launch",
-        "--space",
-        "full",
-        "--downscale",
-        "4",
-        "--trials",
-        "8",
-    ]
-    args += ["--dense-iters", "30", "--retrain-iters", "27", "--rays-per-step", "32", "--samples", "8"]
-    args += ["--eval-views", "1", "--allow-weak-dense", "--out", str(out)]
+    args = [sys.executable, "-m", "study.cli", "launch", *MOASHA_STUDY, "--out", str(out)]
     run = lambda extra, **env: subprocess.run(
         args + extra, capture_output=True, text=True, cwd=root, timeout=600, start_new_session=True,
         env=driver_env(tmp_path, mark, **env),

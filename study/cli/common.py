@@ -137,7 +137,7 @@ def parameters_of(
     for f in dataclasses.fields(cls):
         if f.name in hidden or f.name not in docs or (keep is not None and f.name not in keep):
             continue
-        flag = "--json" if f.name == "as_json" else "--" + f.name.replace("_", "-")
+        flag = "--" + f.name.replace("_", "-")
         params.append(
             inspect.Parameter(
                 f.name,

@@ -147,7 +147,8 @@ class StudyRecord:
         if not isinstance(d, dict) or d.get("format") != STUDY_FORMAT:
             raise InputError(f"{str(path)!r} is not a study of this tool (format {STUDY_FORMAT})")
         record = cls.from_dict(d)
-        return record if record.name else _named(record, folder.name)
+        record.name = record.name or folder.name
+        return record
 
     def save(self, folder: StudyFolder) -> None:
         write_atomic(folder / StudyFolder.SUMMARY, json.dumps(self.to_dict(), indent=2) + "\n")
@@ -156,8 +157,3 @@ class StudyRecord:
 def _known(cls: type, d: dict[str, Any] | None) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in (d or {}).items() if k in names}
-
-
-def _named(record: StudyRecord, name: str) -> StudyRecord:
-    record.name = name
-    return record

@@ -4,7 +4,9 @@ scored on at the early-stopping rungs."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+from typing import Any
 
 import torch
 
@@ -33,33 +35,60 @@ def trial_device(settings: TrialSettings) -> str:
     return "cuda" if settings.use_gpu and torch.cuda.is_available() else "cpu"
 
 
-REFERENCE_STEPS = 24
+REFERENCE_STEPS = 40
 """Timed steps of the dense model per copy, in windows of 2 (the first, cold window left out)."""
 
 
-def dense_step_seconds(dense: DenseModel, scene: Scene, settings: TrialSettings) -> float:
+class StartLine:
+    """A Ray actor the copies of the timing wait at, so that they run side by side: worker processes
+    start seconds apart, longer than the timing takes."""
+
+    def __init__(self, copies: int) -> None:
+        self.copies, self.arrived = copies, 0
+        self.all_here = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.copies:
+            self.all_here.set()
+        await self.all_here.wait()
+
+
+def dense_step_seconds(
+    dense: DenseModel, scene: Scene, settings: TrialSettings, *, start_line: Any = None
+) -> float:
     """Seconds per retraining step of the unpruned dense model under a trial's conditions (its threads,
-    device, sampling and budget), measured as a trial's train_time is (`median_step_seconds`)."""
+    device, sampling and budget), measured as a trial's train_time is (`median_step_seconds`); with a
+    `start_line` (a StartLine actor), timed once every copy has arrived."""
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        config = TrainConfig(
-            iterations=REFERENCE_STEPS,
-            rays_per_step=settings.budget.rays_per_step,
-            precision=settings.precision,
-            device=trial_device(settings),
-            log_every=2,
-        )
-        return train(
-            build_model(dense.model_config, dense.state),
-            build_rays_table(scene, "train"),
-            near=scene.near,
-            far=scene.far,
-            background=scene.background,
-            render=RenderConfig(n_samples=settings.budget.samples, sampling=settings.sampling),
-            occupancy=dense.occupancy_grid(),
-            config=config,
-        ).step_seconds
+        model, rays = build_model(dense.model_config, dense.state), build_rays_table(scene, "train")
+
+        def steps(iterations: int) -> float:
+            return train(
+                model,
+                rays,
+                near=scene.near,
+                far=scene.far,
+                background=scene.background,
+                render=RenderConfig(n_samples=settings.budget.samples, sampling=settings.sampling),
+                occupancy=dense.occupancy_grid(),
+                config=TrainConfig(
+                    iterations=iterations,
+                    rays_per_step=settings.budget.rays_per_step,
+                    precision=settings.precision,
+                    device=trial_device(settings),
+                    log_every=2,
+                ),
+            ).step_seconds
+
+        steps(2)  # allocations and kernel choices, before the others are waited for
+        if start_line is not None:
+            import ray
+
+            ray.get(start_line.wait.remote())
+        return steps(REFERENCE_STEPS)
     finally:
         torch.set_num_threads(threads)
 
@@ -80,8 +109,9 @@ def dense_trial_time(
         return 1000.0 * dense_step_seconds(dense, scene, settings)
     import ray
 
+    start_line = ray.remote(num_cpus=0)(StartLine).remote(concurrent)
     timer = ray.remote(dense_step_seconds).options(**(resources or {}))
-    copies = [timer.remote(dense, scene, settings) for _ in range(concurrent)]
+    copies = [timer.remote(dense, scene, settings, start_line=start_line) for _ in range(concurrent)]
     return 1000.0 * statistics.median(ray.get(copies))
 
 

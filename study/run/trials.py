@@ -12,7 +12,6 @@ from nerf.data.scene import Scene
 from nerf.rays import build_rays_table
 from study.record.store import StudyFolder, TrialLog
 from study.record.study_record import StudyRecord
-from study.record.sync import RecordSync
 from study.run.dense_cache import DenseModel
 from study.run.options import (
     StudyOptions,
@@ -21,7 +20,6 @@ from study.run.recorder import TrialRecorder, TuneRecorder
 from study.run.reference import validation_rays
 from study.run.resume import reconcile, tune_experiments
 from study.run.trial import TrialSettings, run_trial
-from study.search.hypervolume import ReferencePoint
 from study.search.moasha import DurableMOASHAScheduler
 from study.search.searcher import StudySearcher, make_sampler, outcome_of
 from study.search.space import Budget, SearchSpace, config_key, paper_points
@@ -48,20 +46,6 @@ def make_searcher(
         sampler=make_sampler(options.sampler, options.seed),
         points=first_points,
         measured={config_key(r): outcome_of(r) for r in log.rows()},
-    )
-
-
-def trial_recorder(
-    folder: StudyFolder,
-    log: TrialLog,
-    options: StudyOptions,
-    searcher: StudySearcher,
-    sync: RecordSync,
-    reference: ReferencePoint,
-    echo: Callable[[str], None],
-) -> TrialRecorder:
-    return TrialRecorder(
-        folder, log, seed=options.seed, searcher=searcher, sync=sync, reference=reference, echo=echo
     )
 
 

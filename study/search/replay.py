@@ -257,8 +257,8 @@ def simulate(
     in a row), or when every row has been started. `duration_jitter` > 0 multiplies each trial's
     durations by exp(jitter * N(0, 1)) drawn from `seed`, to vary the asynchronous order across seeds.
     `tell(trial_id, row)` is called after `on_trial_complete` when a trial ends (module docstring); with
-    it, propose from `study.search.table.table_space`, whose proposals are rows, so the searcher's own
-    repeat guard and the replay's agree on what a repeat is."""
+    it, propose rows (`study.search.table.snapped` around a study's space, or `table_space`), so the
+    searcher's own repeat guard and the replay's agree on what a repeat is."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     bench = Bench.of(table)
